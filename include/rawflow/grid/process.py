@@ -1,0 +1,148 @@
+"""Start, readiness-check and stop local daemons by PID, each in its own process group."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rawflow.errors import TransientError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0): reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Daemon:
+    """A started daemon: its name, PID (= its process group id) and log file."""
+
+    name: str
+    pid: int
+    log: str
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+
+def start_daemon(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ready: Callable[[], bool],
+    timeout: float = 30.0,
+) -> Daemon:
+    """Start ``argv`` in a new session (its own process group), wait until ``ready()`` is true.
+
+    Raises :class:`TransientError` with the log's tail if it dies or is not ready in time.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    daemon = Daemon(name=name, pid=proc.pid, log=str(log))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TransientError(f"{name} exited with {proc.returncode} while starting: {tail(log)}")
+        if ready():
+            return daemon
+        time.sleep(0.05)
+    stop_group(daemon.pid)
+    raise TransientError(f"{name} not ready after {timeout:.0f} s: {tail(log)}")
+
+
+def stop_group(pid: int, *, timeout: float = 10.0) -> bool:
+    """SIGTERM the process group ``pid`` leads, SIGKILL what is left after ``timeout``. True if it was running."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    except PermissionError as exc:  # pragma: no cover - we run as the owner
+        if exc.errno != errno.EPERM:
+            raise
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.05)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process still in the group."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            done, _ = os.waitpid(-pgid, os.WNOHANG)
+            if done == 0:
+                break
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] = state, fields[2] = pgrp
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

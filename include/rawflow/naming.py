@@ -1,0 +1,243 @@
+"""The raw-data naming scheme: file names, paths, logical file names and block ids.
+
+File name: ``Daq.RunNumber.StreamType.StreamName.FileTag.FileTime.FileSequence.dat``
+Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW) and ``/<root>/juno/rtraw/YYYY/mmdd/<file>`` (RTRAW).
+
+The logical file name (LFN) is the path from ``/juno/`` on, the same at every site; a site's physical
+URL is its URL prefix followed by the LFN. The block id is the receiving day, ``YYYYMMDD``, taken from
+the ``YYYY/mmdd`` directories the file landed in at the Tier-0.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from rawflow.errors import InvalidNameError
+
+EXPERIMENT = "juno"
+MAX_NAME_LENGTH = 255
+
+
+class DataType(str, enum.Enum):
+    RAW = "RAW"
+    RTRAW = "RTRAW"
+
+    @property
+    def directory(self) -> str:
+        return self.value.lower()
+
+    @property
+    def extension(self) -> str:
+        return ".dat" if self is DataType.RAW else ".rtraw"
+
+    @classmethod
+    def parse(cls, value: object) -> DataType:
+        if isinstance(value, DataType):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.upper())
+            except ValueError:
+                pass
+        raise InvalidNameError("Type", value, f"must be one of {', '.join(t.value for t in cls)}")
+
+
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+_FIELD_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("Daq", re.compile(_TOKEN), "letters, digits, '_' or '-'"),
+    ("RunNumber", re.compile(r"[0-9]{1,10}"), "1 to 10 digits"),
+    ("StreamType", re.compile(_TOKEN), "letters, digits, '_' or '-'"),
+    ("StreamName", re.compile(_TOKEN), "letters, digits, '_' or '-'"),
+    ("FileTag", re.compile(_TOKEN), "letters, digits, '_' or '-'"),
+    ("FileTime", re.compile(r"[0-9]{14}"), "YYYYMMDDhhmmss"),
+    ("FileSequence", re.compile(r"[0-9]{1,8}"), "1 to 8 digits"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFileName:
+    """A parsed raw file name."""
+
+    daq: str
+    run_number: int
+    stream_type: str
+    stream_name: str
+    file_tag: str
+    file_time: datetime
+    file_sequence: int
+    data_type: DataType
+    name: str
+
+    @classmethod
+    def parse(cls, name: str) -> RawFileName:
+        if not isinstance(name, str) or not name:
+            raise InvalidNameError("FileName", name, "must be a non-empty string")
+        if len(name) > MAX_NAME_LENGTH:
+            raise InvalidNameError("FileName", name[:40] + "…", f"longer than {MAX_NAME_LENGTH} characters")
+        if "/" in name or "\\" in name or "\x00" in name:
+            raise InvalidNameError("FileName", name, "must not contain '/', '\\' or NUL")
+        for data_type in DataType:
+            if name.endswith(data_type.extension):
+                stem = name[: -len(data_type.extension)]
+                break
+        else:
+            raise InvalidNameError("FileName", name, "must end with .dat (RAW) or .rtraw (RTRAW)")
+        fields = stem.split(".")
+        if len(fields) != len(_FIELD_PATTERNS):
+            raise InvalidNameError(
+                "FileName",
+                name,
+                f"has {len(fields)} dot-separated fields, expected 7: "
+                "Daq.RunNumber.StreamType.StreamName.FileTag.FileTime.FileSequence",
+            )
+        for value, (field, pattern, expected) in zip(fields, _FIELD_PATTERNS, strict=True):
+            if not pattern.fullmatch(value):
+                raise InvalidNameError(field, value, f"expected {expected} (in file name {name!r})")
+        try:
+            file_time = datetime.strptime(fields[5], "%Y%m%d%H%M%S")
+        except ValueError:
+            raise InvalidNameError("FileTime", fields[5], f"not a valid date-time (in file name {name!r})") from None
+        return cls(
+            daq=fields[0],
+            run_number=int(fields[1]),
+            stream_type=fields[2],
+            stream_name=fields[3],
+            file_tag=fields[4],
+            file_time=file_time,
+            file_sequence=int(fields[6]),
+            data_type=data_type,
+            name=name,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        daq: str,
+        run_number: int,
+        stream_type: str,
+        stream_name: str,
+        file_tag: str,
+        file_time: datetime,
+        file_sequence: int,
+        data_type: DataType = DataType.RAW,
+    ) -> RawFileName:
+        name = (
+            f"{daq}.{run_number:06d}.{stream_type}.{stream_name}.{file_tag}."
+            f"{file_time:%Y%m%d%H%M%S}.{file_sequence:05d}{data_type.extension}"
+        )
+        return cls.parse(name)
+
+
+def block_id_for(day: date) -> str:
+    """The block id of a receiving day."""
+    return f"{day:%Y%m%d}"
+
+
+def parse_block_id(block_id: str) -> date:
+    if not isinstance(block_id, str) or not re.fullmatch(r"[0-9]{8}", block_id):
+        raise InvalidNameError("Block", block_id, "expected YYYYMMDD")
+    try:
+        return datetime.strptime(block_id, "%Y%m%d").date()
+    except ValueError:
+        raise InvalidNameError("Block", block_id, "not a valid date") from None
+
+
+def block_name(data_type: DataType, block_id: str) -> str:
+    """A block's catalogue name, e.g. ``RAW-20251101`` (the seeds' transfer requests use the same form)."""
+    return f"{data_type.value}-{block_id}"
+
+
+def dataset_name(data_type: DataType, block_id: str) -> str:
+    """The dataset a block belongs to: one per data type and month, e.g. ``RAW-202511``."""
+    return f"{data_type.value}-{block_id[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawFilePath:
+    """A parsed raw file path: ``/<root>/juno/<raw|rtraw>/YYYY/mmdd/<file>``."""
+
+    root: str
+    data_type: DataType
+    received: date
+    file: RawFileName
+
+    @property
+    def lfn(self) -> str:
+        return lfn_for(self.data_type, self.received, self.file.name)
+
+    @property
+    def block_id(self) -> str:
+        return block_id_for(self.received)
+
+    @property
+    def path(self) -> str:
+        return f"{self.root}{self.lfn}"
+
+    @classmethod
+    def parse(cls, path: str) -> RawFilePath:
+        if not isinstance(path, str) or not path:
+            raise InvalidNameError("FilePath", path, "must be a non-empty string")
+        if not path.startswith("/"):
+            raise InvalidNameError("FilePath", path, "must be absolute")
+        if "\x00" in path or "//" in path:
+            raise InvalidNameError("FilePath", path, "must not contain NUL or empty components")
+        parts = path.split("/")[1:]
+        if any(p in (".", "..") for p in parts):
+            raise InvalidNameError("FilePath", path, "must not contain '.' or '..' components")
+        if posixpath.normpath(path) != path:
+            raise InvalidNameError("FilePath", path, "is not in normal form")
+        if len(parts) < 6 or parts[-5] != EXPERIMENT:
+            raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw>/YYYY/mmdd/<file>")
+        type_dir, year, mmdd, name = parts[-4], parts[-3], parts[-2], parts[-1]
+        try:
+            data_type = DataType(type_dir.upper())
+        except ValueError:
+            raise InvalidNameError("FilePath", path, f"data directory {type_dir!r} is not raw or rtraw") from None
+        if type_dir != data_type.directory:
+            raise InvalidNameError("FilePath", path, f"data directory must be lower-case {data_type.directory!r}")
+        if not re.fullmatch(r"[0-9]{4}", year) or not re.fullmatch(r"[0-9]{4}", mmdd):
+            raise InvalidNameError("FilePath", path, "expected YYYY/mmdd directories")
+        received = parse_block_id(year + mmdd)
+        file = RawFileName.parse(name)
+        if file.data_type is not data_type:
+            raise InvalidNameError(
+                "FilePath", path, f"a {file.data_type.value} file name in the {type_dir}/ directory"
+            )
+        root = "/" + "/".join(parts[:-5]) if len(parts) > 5 else ""
+        return cls(root=root, data_type=data_type, received=received, file=file)
+
+
+def lfn_for(data_type: DataType, received: date, file_name: str) -> str:
+    """The logical file name: ``/juno/<raw|rtraw>/YYYY/mmdd/<file>``."""
+    return f"/{EXPERIMENT}/{data_type.directory}/{received:%Y}/{received:%m%d}/{file_name}"
+
+
+def block_directory_lfn(data_type: DataType, block_id: str) -> str:
+    """The LFN of the directory that holds a block's files."""
+    day = parse_block_id(block_id)
+    return f"/{EXPERIMENT}/{data_type.directory}/{day:%Y}/{day:%m%d}"
+
+
+def parse_lfn(lfn: str) -> RawFilePath:
+    """Parse an LFN (a path with an empty root)."""
+    parsed = RawFilePath.parse(lfn)
+    if parsed.root:
+        raise InvalidNameError("LFN", lfn, f"must start with /{EXPERIMENT}/")
+    return parsed
+
+
+def pfn_for(url_prefix: str, lfn: str) -> str:
+    """A site's physical URL for an LFN: its URL prefix followed by the LFN."""
+    return url_prefix.rstrip("/") + lfn
+
+
+def lfn_from_pfn(url_prefix: str, pfn: str) -> str:
+    prefix = url_prefix.rstrip("/")
+    if not pfn.startswith(prefix + "/"):
+        raise InvalidNameError("PFN", pfn, f"does not start with the site prefix {prefix!r}")
+    return pfn[len(prefix) :]

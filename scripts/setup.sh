@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install everything Rawflow needs on Debian 12 (root, no Docker). Idempotent: a second run only checks.
+#   scripts/setup.sh           runtime + test tools
+#   RAWFLOW_WITH_RUCIO=1 ...   also the Rucio server venv the catalogue tests start
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${RAWFLOW_VENV:-$ROOT/.venv}
+
+APT_PACKAGES=(
+  xrootd-server xrootd-client xrootd-server-plugins xrootd-scitokens-plugins
+  gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock
+  davix gfal2-util-scripts python3.11 python3.11-venv python3.11-dev build-essential swig libssl-dev
+  openssl memcached postgresql postgresql-contrib procps psmisc curl make git
+)
+# Only the test suite needs a browser (UI tests in headless Chromium).
+[ "${RAWFLOW_SETUP_TESTS:-0}" = 1 ] && APT_PACKAGES+=(chromium)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# gfal2's Python binding is built for Debian's CPython 3.11: the venv uses that interpreter.
+PY=/usr/bin/python3.11
+stamp="$VENV/.rawflow-installed"
+want=$(cat requirements.txt requirements.lock include/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: pip installing into $VENV"
+  "$VENV/bin/pip" install -q --upgrade "pip==25.3"
+  "$VENV/bin/pip" install -q -r requirements.txt -c requirements.lock
+  "$VENV/bin/pip" install -q --no-deps -e include
+  echo "$want" > "$stamp"
+fi
+# Link only the gfal2 extension into the venv (all of dist-packages would leak Debian's packages in).
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sf /usr/lib/python3/dist-packages/gfal2.cpython-311-x86_64-linux-gnu.so "$site/"
+"$VENV/bin/python" -c 'import gfal2, airflow, rawflow' || { echo "setup: import check failed" >&2; exit 1; }
+
+if [ "${RAWFLOW_WITH_RUCIO:-0}" = 1 ]; then
+  scripts/setup-rucio.sh
+fi
+echo "setup: ok ($VENV)"
