@@ -191,7 +191,7 @@ class RawFilePath:
             raise InvalidNameError("FilePath", path, "must not contain '.' or '..' components")
         if posixpath.normpath(path) != path:
             raise InvalidNameError("FilePath", path, "is not in normal form")
-        if len(parts) < 6 or parts[-5] != EXPERIMENT:
+        if len(parts) < 5 or parts[-5] != EXPERIMENT:
             raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw>/YYYY/mmdd/<file>")
         type_dir, year, mmdd, name = parts[-4], parts[-3], parts[-2], parts[-1]
         try:

@@ -1,0 +1,130 @@
+"""Run ``airflow standalone`` for the local grid, with the settings that work on this machine.
+
+This module never imports Airflow: it builds the environment and starts the ``airflow`` executable of the
+venv as a separate process group.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rawflow.grid.process import Daemon, free_port, start_daemon
+
+ADMIN_USER = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class AirflowPorts:
+    api: int
+    worker_log: int
+    trigger_log: int
+
+    @classmethod
+    def pick(cls, api: int | None = None) -> AirflowPorts:
+        return cls(api=api or free_port(), worker_log=free_port(), trigger_log=free_port())
+
+
+def airflow_bin() -> str:
+    """The ``airflow`` executable beside the running interpreter (the project venv)."""
+    candidate = Path(sys.executable).with_name("airflow")
+    found = str(candidate) if candidate.exists() else shutil.which("airflow")
+    if not found:
+        raise FileNotFoundError("airflow executable not found: run scripts/setup.sh first")
+    return found
+
+
+def airflow_env(
+    *,
+    home: Path,
+    repo: Path,
+    ports: AirflowPorts,
+    database_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Environment for every ``airflow`` command of the local grid (standalone, CLI, loader)."""
+    import os
+
+    env = dict(base_env if base_env is not None else os.environ)
+    base_url = f"http://127.0.0.1:{ports.api}"
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(ports.api),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_log),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_log),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+            "AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"rawflow.*",
+            # standalone starts its components as `airflow ...` through PATH
+            "PATH": os.pathsep.join((str(Path(airflow_bin()).parent), env.get("PATH", "/usr/bin:/bin"))),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(repo / "include"), str(repo / "plugins"), env.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    if database_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
+    if extra:
+        env.update(extra)
+    return env
+
+
+def ensure_admin_password(home: Path) -> str:
+    """The UI password: generated once per AIRFLOW_HOME, kept in a 0600 file there (never in code)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "passwords.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        if stored.get(ADMIN_USER):
+            return stored[ADMIN_USER]
+    password = secrets.token_urlsafe(12)
+    path.write_text(json.dumps({ADMIN_USER: password}))
+    path.chmod(0o600)
+    return password
+
+
+def migrate_db(env: Mapping[str, str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.run([airflow_bin(), "db", "migrate"], env=dict(env), stdout=out, stderr=subprocess.STDOUT, check=True)
+
+
+def healthy(ports: AirflowPorts) -> bool:
+    """The API server answers and the scheduler, DAG processor and triggerer report healthy."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.api}/api/v2/monitor/health", timeout=2) as resp:
+            health = json.load(resp)
+    except (OSError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+
+
+def start_standalone(env: Mapping[str, str], ports: AirflowPorts, log: Path, timeout: float = 180) -> Daemon:
+    return start_daemon(
+        "airflow",
+        [airflow_bin(), "standalone"],
+        log=log,
+        env=env,
+        ready=lambda: healthy(ports),
+        timeout=timeout,
+    )
