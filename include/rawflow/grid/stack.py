@@ -1,0 +1,271 @@
+"""The whole local grid as one unit: ``up`` starts every part, ``down`` stops them by PID, ``status`` checks.
+
+State lives in ``<var>/grid/state.json`` (ports, PIDs, URLs) and ``<var>/grid/secrets.json`` (mode 0600:
+generated tokens). Every part listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rawflow.grid.process import Daemon, free_port, pid_alive, port_open, start_daemon, stop_group, tail
+from rawflow.sites import default_sites_path, load_sites
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def default_var_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("RAWFLOW_VAR", REPO / "var")).resolve()
+
+
+@dataclass
+class GridState:
+    var_dir: Path
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def grid_dir(self) -> Path:
+        return self.var_dir / "grid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.grid_dir / "state.json"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.grid_dir / "secrets.json"
+
+    def save(self) -> None:
+        self.grid_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"components": self.components, "values": self.values}, indent=2))
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def load(cls, var_dir: Path) -> GridState:
+        state = cls(var_dir=var_dir)
+        if state.state_file.exists():
+            raw = json.loads(state.state_file.read_text())
+            state.components = raw.get("components", {})
+            state.values = raw.get("values", {})
+        return state
+
+    def add(self, name: str, daemon: Daemon, **info: Any) -> None:
+        self.components[name] = {"pid": daemon.pid, "log": daemon.log, **info}
+        self.save()
+
+    def secrets(self) -> dict[str, str]:
+        """Tokens generated once per grid (never in code, never printed)."""
+        if self.secrets_file.exists():
+            stored: dict[str, str] = json.loads(self.secrets_file.read_text())
+            return stored
+        self.grid_dir.mkdir(parents=True, exist_ok=True)
+        generated = {"storage_token": secrets.token_urlsafe(24), "fts3_token": secrets.token_urlsafe(24)}
+        self.secrets_file.write_text(json.dumps(generated))
+        self.secrets_file.chmod(0o600)
+        return generated
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+    endpoint: str
+    reachable: bool
+
+
+def up(
+    var_dir: Path | None = None,
+    *,
+    airflow: bool = True,
+    postgres: str | None = None,
+    api_port: int | None = None,
+    transfer_backend: str = "gfal2",
+    progress: Callable[[str], None] = print,
+) -> GridState:
+    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL."""
+    from rawflow.grid.broker import start_broker
+    from rawflow.grid.xrootd import start_sites
+
+    var_dir = (var_dir or default_var_dir()).resolve()
+    state = GridState.load(var_dir)
+    running = {n for n, c in state.components.items() if pid_alive(int(c["pid"]))}
+    if running:
+        progress(f"already running: {', '.join(sorted(running))}; stopping them first")
+        down(var_dir, progress=progress)
+        state = GridState.load(var_dir)
+    state.components = {}
+    grid_dir = state.grid_dir
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    secret = state.secrets()
+    try:
+        progress("starting xrootd sites")
+        local = start_sites(load_sites(default_sites_path()), grid_dir / "xrootd")
+        for name, daemon in local.daemons.items():
+            state.add(f"xrootd:{name}", daemon, endpoint=local.url_prefixes[name])
+        migrator = local.start_tape_migrator()
+        state.add("tape-migrator", migrator, endpoint="(moves IHEP-TAPE buffer files to the MSS dir)")
+        sites_path = grid_dir / "sites.yaml"
+        sites_path.write_text(yaml.safe_dump(local.sites_config.to_raw(), sort_keys=False))
+
+        progress("starting Kafka-protocol broker (Tansu)")
+        broker = start_broker(grid_dir / "broker")
+        state.add("kafka", broker.daemon, endpoint=broker.bootstrap)
+
+        smtp_port = free_port()
+        smtp = start_daemon(
+            "smtp-sink",
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                f"127.0.0.1:{smtp_port}",
+                "-c",
+                "aiosmtpd.handlers.Debugging",
+            ],
+            log=grid_dir / "smtp-sink.log",
+            ready=lambda: port_open(smtp_port),
+        )
+        state.add("smtp-sink", smtp, endpoint=f"smtp://127.0.0.1:{smtp_port} (mail lands in {smtp.log})")
+
+        airflow_db = f"sqlite:///{var_dir / 'airflow' / 'airflow.db'}"
+        catalogue_url = f"sqlite:///{grid_dir / 'catalogue.db'}"
+        if postgres:
+            from rawflow.grid.postgres import create_database, start_postgres, with_driver
+
+            if postgres == "private":
+                progress("starting a private Postgres")
+                pg = start_postgres()
+                state.add("postgres", pg.daemon, endpoint=f"127.0.0.1:{pg.port}", data_dir=str(pg.data_dir))
+                admin_url = pg.url
+            else:
+                admin_url = postgres
+            catalogue_url = create_database(admin_url, prefix="rawflow_catalogue")
+            airflow_db = with_driver(create_database(admin_url, prefix="rawflow_airflow"), "postgresql+psycopg2")
+
+        state.values = {
+            "kafka_bootstrap": broker.bootstrap,
+            "catalogue_url": catalogue_url,
+            "storage_token": secret["storage_token"],
+            "x509_cert_dir": local.client_env["X509_CERT_DIR"],
+            "fts3_url": "",
+            "fts3_token": secret["fts3_token"],
+            "smtp_port": smtp_port,
+            "sites_path": str(sites_path),
+            "transfer_backend": transfer_backend,
+            "airflow_db": airflow_db,
+        }
+        # The token is kept in secrets.json only; state.json names the file instead.
+        state.values.pop("storage_token")
+        state.values.pop("fts3_token")
+        state.save()
+        if airflow:
+            _start_airflow(state, airflow_db, api_port, progress)
+    except BaseException:
+        progress("start failed: stopping what was started")
+        down(var_dir, progress=progress)
+        raise
+    return state
+
+
+def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, progress: Callable[[str], None]) -> None:
+    import subprocess
+
+    from rawflow.grid.airflow import AirflowPorts, airflow_env, ensure_admin_password, migrate_db, start_standalone
+
+    home = state.var_dir / "airflow"
+    ports = AirflowPorts.pick(api_port if api_port and not port_open(api_port) else None)
+    env = airflow_env(home=home, repo=REPO, ports=ports, database_url=airflow_db)
+    password = ensure_admin_password(home)
+    progress("migrating the Airflow database")
+    migrate_db(env, state.grid_dir / "airflow-migrate.log")
+    progress("loading airflow_settings.yaml (connections, variables, pools)")
+    values_file = state.grid_dir / "settings-values.json"
+    values_file.write_text(json.dumps({**state.values, **state.secrets()}))
+    values_file.chmod(0o600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rawflow_airflow.settings_loader",
+            str(REPO / "airflow_settings.yaml"),
+            "--values",
+            str(values_file),
+        ],
+        env=env,
+        check=True,
+    )
+    values_file.unlink()
+    progress("starting airflow standalone (scheduler, dag-processor, triggerer, API server)")
+    daemon = start_standalone(env, ports, state.grid_dir / "airflow.log")
+    url = f"http://127.0.0.1:{ports.api}"
+    state.add("airflow", daemon, endpoint=url, airflow_home=str(home))
+    state.values.update(
+        {"airflow_url": url, "airflow_user": "admin", "airflow_password_file": str(home / "passwords.json")}
+    )
+    state.save()
+    progress(f"Airflow UI: {url}  login: admin / {password}")
+
+
+def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print) -> list[str]:
+    """Stop every recorded part by its process group; returns the names stopped."""
+    state = GridState.load((var_dir or default_var_dir()).resolve())
+    stopped = []
+    # Airflow first (it talks to the others), then the rest in reverse start order.
+    names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
+    for name in names:
+        pid = int(state.components[name]["pid"])
+        if stop_group(pid):
+            stopped.append(name)
+            progress(f"stopped {name} (pid {pid})")
+    state.components = {}
+    state.save()
+    return stopped
+
+
+def status(var_dir: Path | None = None) -> list[ComponentStatus]:
+    state = GridState.load((var_dir or default_var_dir()).resolve())
+    result = []
+    for name, info in state.components.items():
+        pid = int(info["pid"])
+        endpoint = str(info.get("endpoint", ""))
+        result.append(
+            ComponentStatus(
+                name=name, pid=pid, running=pid_alive(pid), endpoint=endpoint, reachable=_reachable(endpoint)
+            )
+        )
+    return result
+
+
+def _reachable(endpoint: str) -> bool:
+    import re
+
+    match = re.search(r"127\.0\.0\.1:(\d+)", endpoint)
+    return bool(match) and port_open(int(match.group(1)))  # type: ignore[union-attr]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+__all__ = ["ComponentStatus", "GridState", "down", "status", "tail", "up"]
