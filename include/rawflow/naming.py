@@ -22,7 +22,7 @@ EXPERIMENT = "juno"
 MAX_NAME_LENGTH = 255
 
 
-class DataType(str, enum.Enum):
+class DataType(enum.StrEnum):
     RAW = "RAW"
     RTRAW = "RTRAW"
 
@@ -205,9 +205,7 @@ class RawFilePath:
         received = parse_block_id(year + mmdd)
         file = RawFileName.parse(name)
         if file.data_type is not data_type:
-            raise InvalidNameError(
-                "FilePath", path, f"a {file.data_type.value} file name in the {type_dir}/ directory"
-            )
+            raise InvalidNameError("FilePath", path, f"a {file.data_type.value} file name in the {type_dir}/ directory")
         root = "/" + "/".join(parts[:-5]) if len(parts) > 5 else ""
         return cls(root=root, data_type=data_type, received=received, file=file)
 

@@ -140,7 +140,9 @@ def _parse_site(source: str, name: object, raw: object) -> Site:
         raise ConfigError(source, f"sites.{name}.role", role, "must be 'disk' or 'tape'")
     url_prefix = raw.get("url_prefix")
     if not isinstance(url_prefix, str) or not url_prefix:
-        raise ConfigError(source, f"sites.{name}.url_prefix", url_prefix, "required: a URL such as root://host:1094//path")
+        raise ConfigError(
+            source, f"sites.{name}.url_prefix", url_prefix, "required: a URL such as root://host:1094//path"
+        )
     parts = urlsplit(url_prefix)
     if parts.scheme not in SUPPORTED_SCHEMES:
         raise ConfigError(

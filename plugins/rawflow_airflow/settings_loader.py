@@ -21,7 +21,9 @@ import yaml
 
 def render(text: str, values: dict[str, Any]) -> str:
     template = string.Template(text)
-    missing = sorted({m.group("named") or m.group("braced") for m in template.pattern.finditer(text)} - set(values) - {None})
+    missing = sorted(
+        {m.group("named") or m.group("braced") for m in template.pattern.finditer(text)} - set(values) - {None}
+    )
     if missing:
         raise SystemExit(f"settings_loader: no value for placeholder(s): {', '.join(missing)}")
     return template.substitute({k: str(v) for k, v in values.items()})

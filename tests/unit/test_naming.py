@@ -24,7 +24,13 @@ GOOD = "JUNO.012345.Physics.Global.ds-0.20251101083000.00042.dat"
 
 def test_parse_good_name() -> None:
     f = RawFileName.parse(GOOD)
-    assert (f.daq, f.run_number, f.stream_type, f.stream_name, f.file_tag) == ("JUNO", 12345, "Physics", "Global", "ds-0")
+    assert (f.daq, f.run_number, f.stream_type, f.stream_name, f.file_tag) == (
+        "JUNO",
+        12345,
+        "Physics",
+        "Global",
+        "ds-0",
+    )
     assert f.file_time == datetime(2025, 11, 1, 8, 30, 0)
     assert f.file_sequence == 42
     assert f.data_type is DataType.RAW
@@ -54,7 +60,11 @@ def test_build_round_trips() -> None:
         ("JUNO.1.Physics.Global.ds-0.20251101083000.seq.dat", "FileSequence", "seq"),
         ("JUNO.1.Phy sics.Global.ds-0.20251101083000.1.dat", "StreamType", "Phy sics"),
         ("JUNO.1.Physics.Global.20251101083000.1.dat", "FileName", "JUNO.1.Physics.Global.20251101083000.1.dat"),
-        ("JUNO.1.Physics.Global.ds-0.20251101083000.1.txt", "FileName", "JUNO.1.Physics.Global.ds-0.20251101083000.1.txt"),
+        (
+            "JUNO.1.Physics.Global.ds-0.20251101083000.1.txt",
+            "FileName",
+            "JUNO.1.Physics.Global.ds-0.20251101083000.1.txt",
+        ),
         ("", "FileName", ""),
     ],
 )

@@ -105,7 +105,9 @@ def ensure_admin_password(home: Path) -> str:
 def migrate_db(env: Mapping[str, str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        subprocess.run([airflow_bin(), "db", "migrate"], env=dict(env), stdout=out, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [airflow_bin(), "db", "migrate"], env=dict(env), stdout=out, stderr=subprocess.STDOUT, check=True
+        )
 
 
 def healthy(ports: AirflowPorts) -> bool:

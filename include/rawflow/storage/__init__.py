@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from rawflow.storage.base import CopyRequest, CopyResult, Storage, StatResult
+from rawflow.storage.base import CopyRequest, CopyResult, StatResult, Storage
 
 _REGISTRY: dict[str, str] = {
     "gfal2": "rawflow.storage.gfal2_storage:Gfal2Storage",
