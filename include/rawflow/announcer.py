@@ -1,0 +1,196 @@
+"""The announcer: plays the online side. Writes synthetic raw files into the Tier-0 storage element and
+publishes their announcements; can also publish hostile messages (for tests and drills).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from confluent_kafka import Producer
+
+from rawflow.checks import tier0_root
+from rawflow.checksum import adler32_bytes
+from rawflow.kafka import DeliveryTracker, Topics
+from rawflow.messages import Reason, announcement_payload
+from rawflow.naming import DataType, RawFileName, lfn_for
+from rawflow.sites import Site
+from rawflow.storage.base import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticFile:
+    lfn: str
+    file_name: str
+    file_path: str
+    size: int
+    adler32: str
+    data_type: DataType
+    run: int
+    stream: str
+    content: bytes
+
+    def payload(self, **overrides: object) -> bytes:
+        """The announcement; ``overrides`` replace fields (e.g. ``Checksum="00000001"``) for hostile variants."""
+        body = json.loads(
+            announcement_payload(
+                file_name=self.file_name,
+                file_path=self.file_path,
+                checksum=self.adler32,
+                size=self.size,
+                data_type=self.data_type,
+                run=self.run,
+                stream=self.stream,
+            )
+        )
+        for key, value in overrides.items():
+            if value is _DROP:
+                body.pop(key, None)
+            else:
+                body[key] = value
+        return json.dumps(body).encode()
+
+
+_DROP = object()
+DROP: object = _DROP
+"""Pass as an override value to remove the field from the payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostileMessage:
+    topic: str
+    value: bytes
+    key: bytes | None
+    expected: Reason
+    lfn: str | None = None
+
+
+class Announcer:
+    def __init__(self, storage: Storage, tier0: Site, producer: Producer, topics: Topics | None = None) -> None:
+        self.storage = storage
+        self.tier0 = tier0
+        self.producer = producer
+        self.topics = topics or Topics()
+        self.root = tier0_root(tier0)
+
+    def make_files(
+        self,
+        count: int,
+        *,
+        data_type: DataType = DataType.RAW,
+        day: date | None = None,
+        run: int = 1,
+        stream: str = "Physics",
+        sizes: tuple[int, int] = (256, 4096),
+        first_sequence: int = 1,
+        rng: random.Random | None = None,
+    ) -> list[SyntheticFile]:
+        """``count`` files of one run, received on ``day``, with random content of a random size in ``sizes``."""
+        rng = rng or random.Random()
+        day = day or datetime.now(UTC).date()
+        start = datetime.combine(day, time(0, 0, 0))
+        files = []
+        for i in range(count):
+            sequence = first_sequence + i
+            name = RawFileName.build(
+                daq="Daq",
+                run_number=run,
+                stream_type="Det",
+                stream_name=stream,
+                file_tag="Raw" if data_type is DataType.RAW else "RtRaw",
+                file_time=start + timedelta(seconds=sequence % 86400),
+                file_sequence=sequence,
+                data_type=data_type,
+            ).name
+            lfn = lfn_for(data_type, day, name)
+            content = rng.randbytes(rng.randint(*sizes))
+            files.append(
+                SyntheticFile(
+                    lfn=lfn,
+                    file_name=name,
+                    file_path=f"{self.root}{lfn}",
+                    size=len(content),
+                    adler32=adler32_bytes(content),
+                    data_type=data_type,
+                    run=run,
+                    stream=stream,
+                    content=content,
+                )
+            )
+        return files
+
+    def write(self, files: Sequence[SyntheticFile], *, parallel: int = 8) -> None:
+        """Put the files into the Tier-0 through the storage interface."""
+
+        def put(f: SyntheticFile) -> None:
+            self.storage.put_bytes(self.tier0.pfn(f.lfn), f.content)
+
+        if parallel <= 1:
+            for f in files:
+                put(f)
+            return
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="announcer") as pool:
+            list(pool.map(put, files))
+
+    def announce(self, files: Iterable[SyntheticFile], *, flush_timeout: float = 60.0) -> int:
+        tracker = DeliveryTracker()
+        count = 0
+        for f in files:
+            self._produce(self.topics.announce_for(f.data_type), f.payload(), f.file_name.encode(), tracker)
+            count += 1
+        tracker.flush(self.producer, flush_timeout)
+        return count
+
+    def publish(self, messages: Iterable[HostileMessage], *, flush_timeout: float = 60.0) -> int:
+        tracker = DeliveryTracker()
+        count = 0
+        for m in messages:
+            self._produce(m.topic, m.value, m.key, tracker)
+            count += 1
+        tracker.flush(self.producer, flush_timeout)
+        return count
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, tracker: DeliveryTracker) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=tracker)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def hostile(self, good: SyntheticFile, *, other: SyntheticFile | None = None) -> list[HostileMessage]:
+        """One message per kind of bad announcement, built around a good file (which itself is untouched).
+
+        ``other`` is a second good file, already written, used for the wrong-checksum and wrong-size cases.
+        """
+        raw = self.topics.announce_for(good.data_type)
+        wrong_topic = self.topics.announce_for(DataType.RTRAW if good.data_type is DataType.RAW else DataType.RAW)
+        key = good.file_name.encode()
+        traversal = good.file_path.replace(f"/{good.data_type.directory}/", f"/{good.data_type.directory}/../", 1)
+        cases: list[tuple[bytes, Reason, str, str | None]] = [
+            (b"{not json", Reason.BAD_JSON, raw, None),
+            (b"\xff\xfe\x00garbage", Reason.BAD_JSON, raw, None),
+            (b'["a", "list"]', Reason.NOT_OBJECT, raw, None),
+            (good.payload(Checksum=DROP), Reason.MISSING_FIELD, raw, None),
+            (good.payload(Size="123"), Reason.WRONG_FIELD_TYPE, raw, None),
+            (good.payload(Size=0), Reason.ZERO_SIZE, raw, None),
+            (good.payload(Size=11 * 10**9), Reason.TOO_LARGE, raw, None),
+            (good.payload(FilePath=traversal), Reason.BAD_PATH, raw, None),
+            (good.payload(Type="ESD"), Reason.UNKNOWN_TYPE, raw, None),
+            (good.payload(), Reason.TYPE_TOPIC_MISMATCH, wrong_topic, None),
+            (good.payload(Checksum="zz12"), Reason.BAD_CHECKSUM, raw, None),
+            (good.payload(FileName="Other." + good.file_name.split(".", 1)[1]), Reason.NAME_PATH_MISMATCH, raw, None),
+            (json.dumps({"FileName": "x" * 5_000_000}).encode(), Reason.MESSAGE_TOO_LARGE, raw, None),
+        ]
+        absent_name = "Gone." + good.file_name.split(".", 1)[1]  # a valid name no file was written under
+        absent = good.file_path.rsplit("/", 1)[0] + "/" + absent_name
+        cases.append((good.payload(FilePath=absent, FileName=absent_name), Reason.ABSENT_AT_TIER0, raw, None))
+        if other is not None:
+            bad_sum = format(int(other.adler32, 16) ^ 0x1, "08x")
+            cases.append((other.payload(Checksum=bad_sum), Reason.CHECKSUM_MISMATCH, raw, other.lfn))
+            cases.append((other.payload(Size=other.size + 1), Reason.SIZE_MISMATCH, raw, other.lfn))
+        return [HostileMessage(topic, value, key, reason, lfn) for value, reason, topic, lfn in cases]
