@@ -1,0 +1,230 @@
+"""The catalogue interface: files → daily blocks → monthly datasets, replicas per site and their states.
+
+Every backend (``sql``, ``rucio``) implements :class:`Catalogue` and passes the same contract test suite
+(tests/integration/catalogue_contract.py). Shared validation and grouping live here so backends agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar, runtime_checkable
+
+from rawflow.errors import InvalidNameError, PermanentError
+from rawflow.naming import DataType, block_name, dataset_name, parse_block_id, parse_lfn
+
+METADATA_KEYS = ("Block", "Type", "Run", "Stream")
+"""The keys ``query_files`` understands: the receiving day, the data type, the run number and the stream."""
+
+
+class ReplicaState(enum.StrEnum):
+    REGISTERED = "registered"  # known at the site, not yet checked
+    COPYING = "copying"  # a transfer to the site is under way
+    VALIDATED = "validated"  # size and adler32 checked at the site
+    BAD = "bad"  # missing or corrupt at the site
+    ARCHIVED = "archived"  # safe on tape
+
+
+class BlockClosedError(PermanentError):
+    """New files offered to a block that is already closed."""
+
+    def __init__(self, block: str) -> None:
+        self.block = block
+        super().__init__(f"block {block} is closed: it takes no new files")
+
+
+class UnknownMetadataKeyError(PermanentError, ValueError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"unknown metadata key {key!r}; known: {', '.join(METADATA_KEYS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    lfn: str
+    size: int
+    adler32: str
+    data_type: DataType
+    block_id: str
+    run_number: int
+    stream: str
+    received_at: datetime  # tz-aware UTC
+
+    @property
+    def block(self) -> str:
+        return block_name(self.data_type, self.block_id)
+
+    @property
+    def dataset(self) -> str:
+        return dataset_name(self.data_type, self.block_id)
+
+    def metadata(self) -> dict[str, str | int]:
+        return {"Block": self.block_id, "Type": self.data_type.value, "Run": self.run_number, "Stream": self.stream}
+
+
+@dataclass(slots=True)
+class RegisterResult:
+    added: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)  # (lfn, catalogue adler32, offered adler32)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    state: ReplicaState
+    error: str | None
+    updated_at: datetime  # tz-aware UTC
+    attempts: int = 0  # how many times the replica entered COPYING
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    data_type: DataType
+    block_id: str
+    is_open: bool
+    files: int
+    bytes: int
+    created_at: datetime
+    closed_at: datetime | None
+
+    @property
+    def name(self) -> str:
+        return block_name(self.data_type, self.block_id)
+
+    @property
+    def dataset(self) -> str:
+        return dataset_name(self.data_type, self.block_id)
+
+
+@runtime_checkable
+class Catalogue(Protocol):
+    """What rawflow needs of a file catalogue. LFNs are the keys; sites are storage element names."""
+
+    max_lfn_length: int
+
+    def register_files(
+        self, files: Sequence[FileRecord], *, site: str, state: ReplicaState = ReplicaState.VALIDATED
+    ) -> RegisterResult:
+        """Bulk, idempotent: add new files to their (created on the fly) block and dataset, with metadata
+        {Block, Type, Run, Stream}, and ensure a replica at ``site`` (new replicas get ``state``; existing ones
+        keep theirs). Same LFN and checksum → ``existing``; another checksum → ``conflicts``, never overwritten.
+        Raises :class:`BlockClosedError` before writing if a new file belongs to a closed block."""
+        ...
+
+    def get_file(self, lfn: str) -> FileRecord | None: ...
+
+    def get_files(self, lfns: Iterable[str]) -> dict[str, FileRecord]: ...
+
+    def files_in_block(self, data_type: DataType, block_id: str) -> list[FileRecord]:
+        """The block's files, sorted by LFN."""
+        ...
+
+    def query_files(self, **metadata: str | int) -> list[str]:
+        """LFNs (sorted) whose metadata equals every given key, e.g. ``query_files(Block="20251101", Type="RAW")``."""
+        ...
+
+    def set_replica_state(
+        self, lfns: Iterable[str], site: str, state: ReplicaState, *, error: str | None = None
+    ) -> int:
+        """Upsert the replicas of known files at ``site``; returns how many were created or changed.
+        Unknown LFNs are ignored. Entering COPYING counts an attempt."""
+        ...
+
+    def replica_states(
+        self,
+        lfns: Iterable[str] | None = None,
+        *,
+        block: tuple[DataType, str] | None = None,
+        site: str | None = None,
+    ) -> dict[str, dict[str, ReplicaInfo]]:
+        """lfn → site → replica info, for the given LFNs or every file of ``block``; only ``site`` if given."""
+        ...
+
+    def block_summary(self, data_type: DataType, block_id: str) -> dict[str, dict[ReplicaState, int]]:
+        """site → state → number of the block's replicas in that state (states with no replica omitted)."""
+        ...
+
+    def get_block(self, data_type: DataType, block_id: str) -> BlockRecord | None: ...
+
+    def list_blocks(self, data_type: DataType | None = None, *, is_open: bool | None = None) -> list[BlockRecord]:
+        """Blocks sorted by name, optionally of one type and/or open state."""
+        ...
+
+    def close_block(self, data_type: DataType, block_id: str) -> bool:
+        """Close the block (no new files). True if it was open; False if already closed. Unknown → PermanentError."""
+        ...
+
+    def datasets(self, data_type: DataType | None = None) -> list[str]:
+        """Dataset names (e.g. ``RAW-202511``), sorted."""
+        ...
+
+    def blocks_in_dataset(self, dataset: str) -> list[str]:
+        """Block names (e.g. ``RAW-20251101``) attached to the dataset, sorted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes from databases are UTC by convention; aware ones are converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
+    """Reject, before any write, a record whose LFN, block, type or fields disagree with the naming scheme."""
+    for record in files:
+        parsed = parse_lfn(record.lfn)
+        if len(record.lfn) > max_lfn_length:
+            raise InvalidNameError("LFN", record.lfn, f"longer than this catalogue's limit of {max_lfn_length}")
+        if parsed.data_type is not record.data_type or parsed.block_id != record.block_id:
+            raise InvalidNameError(
+                "LFN",
+                record.lfn,
+                f"lies outside block {record.block} (its path says {parsed.data_type.value}-{parsed.block_id})",
+            )
+        if record.size < 0:
+            raise InvalidNameError("size", record.size, f"negative size for {record.lfn}")
+        if len(record.adler32) != 8 or any(c not in "0123456789abcdef" for c in record.adler32):
+            raise InvalidNameError("adler32", record.adler32, f"expected 8 lower-case hex digits for {record.lfn}")
+        if record.received_at.tzinfo is None:
+            raise InvalidNameError("received_at", record.received_at, f"must be timezone-aware for {record.lfn}")
+
+
+def parse_block_name(name: str) -> tuple[DataType, str]:
+    """``RAW-20251101`` → (DataType.RAW, "20251101")."""
+    kind, _, block_id = name.partition("-")
+    data_type = DataType.parse(kind)
+    parse_block_id(block_id)
+    return data_type, block_id
+
+
+def check_metadata_keys(metadata: dict[str, str | int]) -> None:
+    for key in metadata:
+        if key not in METADATA_KEYS:
+            raise UnknownMetadataKeyError(key)
+
+
+_T = TypeVar("_T")
+
+
+def chunked(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def split_repeats(files: Sequence[FileRecord]) -> tuple[list[FileRecord], list[tuple[str, str, str]]]:
+    """One record per LFN (the first wins). A repeat with another checksum in the same call is a conflict
+    with the first: (lfn, first adler32, repeated adler32); a plain repeat is dropped."""
+    seen: dict[str, FileRecord] = {}
+    conflicts: list[tuple[str, str, str]] = []
+    for record in files:
+        first = seen.setdefault(record.lfn, record)
+        if first.adler32 != record.adler32:
+            conflicts.append((record.lfn, first.adler32, record.adler32))
+    return list(seen.values()), conflicts
