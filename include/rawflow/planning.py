@@ -51,17 +51,23 @@ class BlockFile(Protocol):
     def adler32(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaInfo:
-    """One replica as the catalogue knows it. ``attempts`` counts transfers tried towards it."""
+class Replica(Protocol):
+    """One replica as the catalogue knows it (the catalogue's ReplicaInfo fits). ``attempts`` counts transfers."""
 
-    state: str
-    attempts: int = 0
-    updated_at: datetime | None = None
-    error: str | None = None
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def updated_at(self) -> datetime | None: ...
+
+    @property
+    def error(self) -> str | None: ...
 
 
-ReplicaMap = Mapping[str, Mapping[str, ReplicaInfo]]
+ReplicaMap = Mapping[str, Mapping[str, Replica]]
 """lfn → site name → replica."""
 
 
@@ -273,7 +279,7 @@ def candidate_sources(lfn: str, replicas: ReplicaMap, sites: SitesConfig, *, exc
     return tuple(sorted(names, key=lambda n: (not sites[n].tier0, n)))
 
 
-def _retry_gate(info: ReplicaInfo | None, retry: RetryPolicy, now: datetime | None) -> tuple[str, str | None, int]:
+def _retry_gate(info: Replica | None, retry: RetryPolicy, now: datetime | None) -> tuple[str, str | None, int]:
     """("plan"|"wait"|"problematic", reason, attempt number for the next transfer)."""
     if info is None:
         return "plan", None, 0

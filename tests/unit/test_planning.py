@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from rawflow.catalogue import ReplicaInfo as CatalogueReplica
+from rawflow.catalogue import ReplicaState
 from rawflow.naming import DataType, RawFileName, lfn_for
 from rawflow.planning import (
     ChunkKind,
     ChunkLimits,
     PlannedFile,
-    ReplicaInfo,
     RetryPolicy,
     chunk_key,
     plan_block,
@@ -41,6 +42,13 @@ def sites():  # type: ignore[no-untyped-def]
     return load_sites(default_sites_path())
 
 
+def replica(
+    state: str, attempts: int = 0, updated_at: datetime | None = None, error: str | None = None
+) -> CatalogueReplica:
+    """A catalogue replica record as the catalogue returns it."""
+    return CatalogueReplica(ReplicaState(state), error, updated_at or datetime(2025, 11, 1, tzinfo=UTC), attempts)
+
+
 def block_files(n: int) -> list[File]:
     files = []
     for i in range(n):
@@ -57,8 +65,8 @@ def block_files(n: int) -> list[File]:
     return files
 
 
-def at_tier0(files: list[File]) -> dict[str, dict[str, ReplicaInfo]]:
-    return {f.lfn: {T0: ReplicaInfo("validated")} for f in files}
+def at_tier0(files: list[File]) -> dict[str, dict[str, CatalogueReplica]]:
+    return {f.lfn: {T0: replica("validated")} for f in files}
 
 
 def test_partial_share_plans_exactly_the_files_the_site_keeps(sites) -> None:  # type: ignore[no-untyped-def]
@@ -75,9 +83,9 @@ def test_full_share_plans_every_file_and_skips_validated_ones(sites) -> None:  #
     files = block_files(100)
     replicas = at_tier0(files)
     for f in files[:40]:
-        replicas[f.lfn][CNAF] = ReplicaInfo("validated")
+        replicas[f.lfn][CNAF] = replica("validated")
     for f in files[40:50]:
-        replicas[f.lfn][CNAF] = ReplicaInfo("copying")
+        replicas[f.lfn][CNAF] = replica("copying")
     plan = plan_site(files, sites[CNAF], sites, replicas, data_type="RAW", block_id=BLOCK)
     planned = sorted(p.lfn for c in plan.chunks for p in c.files)
     assert planned == sorted(f.lfn for f in files[40:])
@@ -87,9 +95,9 @@ def test_full_share_plans_every_file_and_skips_validated_ones(sites) -> None:  #
 def test_sources_are_validated_disk_replicas_tier0_first(sites) -> None:  # type: ignore[no-untyped-def]
     files = block_files(3)
     replicas = {
-        files[0].lfn: {IN2P3: ReplicaInfo("validated"), T0: ReplicaInfo("validated"), TAPE: ReplicaInfo("archived")},
-        files[1].lfn: {T0: ReplicaInfo("bad"), IN2P3: ReplicaInfo("validated")},
-        files[2].lfn: {T0: ReplicaInfo("registered")},
+        files[0].lfn: {IN2P3: replica("validated"), T0: replica("validated"), TAPE: replica("archived")},
+        files[1].lfn: {T0: replica("bad"), IN2P3: replica("validated")},
+        files[2].lfn: {T0: replica("registered")},
     }
     plan = plan_site(files, sites[CNAF], sites, replicas, data_type="RAW", block_id=BLOCK)
     by_lfn = {p.lfn: p for c in plan.chunks for p in c.files}
@@ -102,7 +110,7 @@ def test_sources_are_validated_disk_replicas_tier0_first(sites) -> None:  # type
 def test_routed_site_waits_for_its_hop_then_copies_from_it(sites) -> None:  # type: ignore[no-untyped-def]
     files = block_files(4)
     replicas = at_tier0(files)
-    replicas[files[0].lfn][CNAF] = ReplicaInfo("validated")
+    replicas[files[0].lfn][CNAF] = replica("validated")
     plan = plan_site(files, sites[JINR], sites, replicas, data_type="RAW", block_id=BLOCK)
     planned = [p for c in plan.chunks for p in c.files]
     assert [(p.lfn, p.sources, p.hops) for p in planned] == [(files[0].lfn, (CNAF,), ())]
@@ -113,7 +121,7 @@ def test_routed_site_waits_for_its_hop_then_copies_from_it(sites) -> None:  # ty
 def test_routed_site_with_multihop_goes_through_the_hop_in_one_job(sites) -> None:  # type: ignore[no-untyped-def]
     files = block_files(4)
     replicas = at_tier0(files)
-    replicas[files[0].lfn][CNAF] = ReplicaInfo("validated")
+    replicas[files[0].lfn][CNAF] = replica("validated")
     plan = plan_site(files, sites[JINR], sites, replicas, data_type="RAW", block_id=BLOCK, multihop=True)
     by_lfn = {p.lfn: p for c in plan.chunks for p in c.files}
     assert by_lfn[files[0].lfn].hops == ()
@@ -124,8 +132,8 @@ def test_routed_site_with_multihop_goes_through_the_hop_in_one_job(sites) -> Non
 def test_archive_takes_every_file_and_counts_archived_as_done(sites) -> None:  # type: ignore[no-untyped-def]
     files = block_files(30)
     replicas = at_tier0(files)
-    replicas[files[0].lfn][TAPE] = ReplicaInfo("archived")
-    replicas[files[1].lfn][TAPE] = ReplicaInfo("validated")  # on the tape buffer, migration pending
+    replicas[files[0].lfn][TAPE] = replica("archived")
+    replicas[files[1].lfn][TAPE] = replica("validated")  # on the tape buffer, migration pending
     plan = plan_site(files, sites[TAPE], sites, replicas, data_type="RAW", block_id=BLOCK)
     assert plan.kind is ChunkKind.ARCHIVE
     assert (plan.assigned, plan.done, plan.planned) == (30, 2, 28)
@@ -182,12 +190,12 @@ def test_chunks_survive_a_json_round_trip_and_reject_tampering(sites) -> None:  
 
 def test_bad_replicas_are_retried_with_backoff_then_problematic(sites) -> None:  # type: ignore[no-untyped-def]
     files = block_files(3)
-    now = datetime(2025, 11, 2, 12, 0, 0)
+    now = datetime(2025, 11, 2, 12, 0, 0, tzinfo=UTC)
     retry = RetryPolicy(max_attempts=3, backoff=timedelta(minutes=5))
     replicas = at_tier0(files)
-    replicas[files[0].lfn][CNAF] = ReplicaInfo("bad", attempts=1, updated_at=now - timedelta(minutes=6))
-    replicas[files[1].lfn][CNAF] = ReplicaInfo("bad", attempts=2, updated_at=now - timedelta(minutes=6))
-    replicas[files[2].lfn][CNAF] = ReplicaInfo("bad", attempts=3, updated_at=now - timedelta(hours=5), error="boom")
+    replicas[files[0].lfn][CNAF] = replica("bad", attempts=1, updated_at=now - timedelta(minutes=6))
+    replicas[files[1].lfn][CNAF] = replica("bad", attempts=2, updated_at=now - timedelta(minutes=6))
+    replicas[files[2].lfn][CNAF] = replica("bad", attempts=3, updated_at=now - timedelta(hours=5), error="boom")
     plan = plan_site(files, sites[CNAF], sites, replicas, data_type="RAW", block_id=BLOCK, retry=retry, now=now)
     planned = {p.lfn: p.attempt for c in plan.chunks for p in c.files}
     assert planned == {files[0].lfn: 1}  # 5 min backoff after one attempt has passed
