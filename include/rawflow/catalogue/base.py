@@ -7,13 +7,14 @@ Every backend (``sql``, ``rucio``) implements :class:`Catalogue` and passes the 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
 from rawflow.errors import InvalidNameError, PermanentError
-from rawflow.naming import DataType, block_name, dataset_name, parse_block_id, parse_lfn
+from rawflow.naming import EXPERIMENT, DataType, block_name, dataset_name, parse_block_id
 
 METADATA_KEYS = ("Block", "Type", "Run", "Stream")
 """The keys ``query_files`` understands: the receiving day, the data type, the run number and the stream."""
@@ -176,21 +177,38 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# The catalogue checks an LFN's shape and that it lies in the record's block; the full naming-scheme check
+# (seven fields, valid dates) is the receiver's, and would cost more than the database insert here.
+_LFN_SHAPE = re.compile(
+    rf"/{EXPERIMENT}/(?P<dir>raw|rtraw)/(?P<year>[0-9]{{4}})/(?P<mmdd>[0-9]{{4}})/"
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})"
+)
+
+_ADLER32 = re.compile(r"[0-9a-f]{8}")
+
+
 def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
-    """Reject, before any write, a record whose LFN, block, type or fields disagree with the naming scheme."""
+    """Reject, before any write, a record whose LFN is malformed or lies outside the record's block."""
+    checked_blocks: set[str] = set()
     for record in files:
-        parsed = parse_lfn(record.lfn)
+        match = _LFN_SHAPE.fullmatch(record.lfn)
+        if match is None:
+            raise InvalidNameError("LFN", record.lfn, f"expected /{EXPERIMENT}/<raw|rtraw>/YYYY/mmdd/<file name>")
         if len(record.lfn) > max_lfn_length:
             raise InvalidNameError("LFN", record.lfn, f"longer than this catalogue's limit of {max_lfn_length}")
-        if parsed.data_type is not record.data_type or parsed.block_id != record.block_id:
-            raise InvalidNameError(
-                "LFN",
-                record.lfn,
-                f"lies outside block {record.block} (its path says {parsed.data_type.value}-{parsed.block_id})",
-            )
+        if record.block_id not in checked_blocks:
+            parse_block_id(record.block_id)
+            checked_blocks.add(record.block_id)
+        data_type = DataType.parse(record.data_type)
+        if (
+            match["dir"] != data_type.directory
+            or match["year"] + match["mmdd"] != record.block_id
+            or not match["name"].endswith(data_type.extension)
+        ):
+            raise InvalidNameError("LFN", record.lfn, f"lies outside block {record.block}")
         if record.size < 0:
             raise InvalidNameError("size", record.size, f"negative size for {record.lfn}")
-        if len(record.adler32) != 8 or any(c not in "0123456789abcdef" for c in record.adler32):
+        if not _ADLER32.fullmatch(record.adler32):
             raise InvalidNameError("adler32", record.adler32, f"expected 8 lower-case hex digits for {record.lfn}")
         if record.received_at.tzinfo is None:
             raise InvalidNameError("received_at", record.received_at, f"must be timezone-aware for {record.lfn}")

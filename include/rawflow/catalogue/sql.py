@@ -254,13 +254,15 @@ class SqlCatalogue:
         self, conn: Connection, lfns: Sequence[str], site: str, state: ReplicaState, now: datetime
     ) -> None:
         attempts = 1 if state is ReplicaState.COPYING else 0
-        stmt = self._insert(replicas).on_conflict_do_nothing()
+        # RETURNING makes SQLAlchemy batch the rows into multi-VALUES statements (psycopg2's executemany is
+        # one round trip per row).
+        stmt = self._insert(replicas).on_conflict_do_nothing().returning(replicas.c.lfn)
         for chunk in chunked(lfns, CHUNK):
             rows = [
                 {"lfn": lfn, "site": site, "state": state.value, "error": None, "attempts": attempts, "updated_at": now}
                 for lfn in chunk
             ]
-            conn.execute(stmt, rows)
+            conn.execute(stmt, rows).all()
 
     # -- files ----------------------------------------------------------------------------------------------
 
