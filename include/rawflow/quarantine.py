@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from rawflow.catalogue.sql import engine_url
 from rawflow.errors import PermanentError, TransientError
 from rawflow.kafka import DeliveryTracker
 from rawflow.messages import Reason
@@ -91,7 +92,8 @@ class QuarantinedMessage:
 
 class Quarantine:
     def __init__(self, engine: Engine | str, *, payload_cap: int = PAYLOAD_CAP) -> None:
-        self.engine = sa.create_engine(engine, pool_pre_ping=True) if isinstance(engine, str) else engine
+        # The same URL forms as the catalogue (sql+… prefix, an installed Postgres driver picked).
+        self.engine = sa.create_engine(engine_url(engine), pool_pre_ping=True) if isinstance(engine, str) else engine
         self.payload_cap = payload_cap
 
     def create_schema(self) -> None:

@@ -89,6 +89,21 @@ class DrainReport:
     def rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
 
+    def merge(self, other: DrainReport) -> DrainReport:
+        """Add ``other``'s counts to this report (for callers that drain several times)."""
+        self.messages += other.messages
+        self.batches += other.batches
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected_by_reason.update(other.rejected_by_reason)
+        for block, lfns in other.registered_lfns_by_block.items():
+            self.registered_lfns_by_block.setdefault(block, []).extend(lfns)
+        self.blocks_seen |= other.blocks_seen
+        self.quarantined += other.quarantined
+        self.notifications += other.notifications
+        self.committed.update(other.committed)
+        return self
+
     def summary(self) -> str:
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.rejected_by_reason.items()))
         return (
