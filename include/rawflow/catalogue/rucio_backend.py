@@ -418,16 +418,21 @@ class RucioCatalogue:
 
     # -- blocks and datasets --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _block_record(meta: dict[str, Any]) -> BlockRecord:
+    def _block_record(self, meta: dict[str, Any]) -> BlockRecord:
         data_type, block_id = parse_block_name(meta["name"])
+        if meta["is_open"]:
+            # Rucio totals an open dataset's length and bytes only now and then: count its files instead.
+            contents = list(self._client.list_files(self.scope, meta["name"]))
+            files, size = len(contents), sum(int(f["bytes"] or 0) for f in contents)
+        else:
+            files, size = int(meta.get("length") or 0), int(meta.get("bytes") or 0)
         closed_at = meta.get("closed_at")
         return BlockRecord(
             data_type=data_type,
             block_id=block_id,
             is_open=bool(meta["is_open"]),
-            files=int(meta.get("length") or 0),
-            bytes=int(meta.get("bytes") or 0),
+            files=files,
+            bytes=size,
             created_at=as_utc(meta["created_at"]),
             closed_at=as_utc(closed_at) if closed_at is not None else None,
         )
@@ -438,7 +443,7 @@ class RucioCatalogue:
                 meta = self._client.get_metadata(self.scope, block_name(data_type, block_id))
             except rucio_errors.DataIdentifierNotFound:
                 return None
-        return self._block_record(meta)
+            return self._block_record(meta)
 
     def _collection_names(self, did_type: str, data_type: DataType | None) -> list[str]:
         types = [DataType.parse(data_type)] if data_type is not None else list(DataType)
@@ -451,8 +456,8 @@ class RucioCatalogue:
         with _rucio_errors():
             names = self._collection_names("dataset", data_type)
             metas = self._metadata(names, plugin="DID_COLUMN")
-        records = [self._block_record(metas[name]) for name in names if name in metas]
-        return [r for r in records if is_open is None or r.is_open == is_open]
+            chosen = [metas[n] for n in names if n in metas and (is_open is None or bool(metas[n]["is_open"]) == is_open)]
+            return [self._block_record(meta) for meta in chosen]
 
     def close_block(self, data_type: DataType, block_id: str) -> bool:
         name = block_name(data_type, block_id)
