@@ -112,6 +112,7 @@ class FileStatus:
     reason: str | None = None
     bytes: int = 0
     skipped: bool = False
+    transient: bool = False  # the failure may pass by itself (a site down): retry later
 
 
 @dataclass(frozen=True, slots=True)

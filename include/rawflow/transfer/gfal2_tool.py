@@ -62,6 +62,7 @@ class Gfal2Transfertool:
                     reason=outcome.reason,
                     bytes=outcome.bytes,
                     skipped=outcome.skipped,
+                    transient=outcome.transient,
                 )
             )
         for key, statuses in files.items():
