@@ -70,7 +70,7 @@ class CatalogueContract:
 
         assert sorted(result.added) == sorted(lfns(day1 + day2 + rtraw))
         assert result.existing == [] and result.conflicts == []
-        stored = catalogue.get_files(lfns(day1 + day2 + rtraw) + ["/juno/raw/2025/1101/absent.dat"])
+        stored = catalogue.get_files([*lfns(day1 + day2 + rtraw), "/juno/raw/2025/1101/absent.dat"])
         assert stored == {r.lfn: r for r in day1 + day2 + rtraw}
         assert catalogue.get_file(day1[0].lfn) == day1[0]
         assert catalogue.get_file(day1[0].lfn.replace("00000", "99999")) is None
@@ -105,9 +105,7 @@ class CatalogueContract:
         assert sorted(again.existing) == sorted(lfns(records))
         assert catalogue.replica_states(lfns(records)) == before  # existing replicas keep their state
         assert len(catalogue.files_in_block(DataType.RAW, DAY1)) == 10
-        assert catalogue.block_summary(DataType.RAW, DAY1) == {
-            "IHEP": {ReplicaState.BAD: 3, ReplicaState.VALIDATED: 7}
-        }
+        assert catalogue.block_summary(DataType.RAW, DAY1) == {"IHEP": {ReplicaState.BAD: 3, ReplicaState.VALIDATED: 7}}
 
     def test_partial_overlap_adds_only_new_files(self, catalogue: Catalogue) -> None:
         first = [make_record(i) for i in range(6)]

@@ -46,7 +46,9 @@ def plain_client(rucio_server: RucioServer, tmp_path_factory: pytest.TempPathFac
     )
 
 
-def test_rucio_sees_blocks_datasets_replicas_and_metadata(rucio_catalogue: RucioCatalogue, plain_client: Client) -> None:
+def test_rucio_sees_blocks_datasets_replicas_and_metadata(
+    rucio_catalogue: RucioCatalogue, plain_client: Client
+) -> None:
     scope = rucio_catalogue.scope
     records = [make_record(i) for i in range(3)]
     rucio_catalogue.register_files(records, site="IHEP")

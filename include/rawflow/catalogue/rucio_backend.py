@@ -456,7 +456,9 @@ class RucioCatalogue:
         with _rucio_errors():
             names = self._collection_names("dataset", data_type)
             metas = self._metadata(names, plugin="DID_COLUMN")
-            chosen = [metas[n] for n in names if n in metas and (is_open is None or bool(metas[n]["is_open"]) == is_open)]
+            chosen = [
+                metas[n] for n in names if n in metas and (is_open is None or bool(metas[n]["is_open"]) == is_open)
+            ]
             return [self._block_record(meta) for meta in chosen]
 
     def close_block(self, data_type: DataType, block_id: str) -> bool:

@@ -336,18 +336,18 @@ class SqlCatalogue:
                 )
                 excluded = upsert.excluded
                 stmt = upsert.on_conflict_do_update(
-                        index_elements=[replicas.c.lfn, replicas.c.site],
-                        set_={
-                            "state": excluded.state,
-                            "error": excluded.error,
-                            "attempts": attempts,
-                            "updated_at": excluded.updated_at,
-                        },
-                        where=sa.or_(
-                            replicas.c.state.is_distinct_from(excluded.state),
-                            replicas.c.error.is_distinct_from(excluded.error),
-                        ),
-                    )
+                    index_elements=[replicas.c.lfn, replicas.c.site],
+                    set_={
+                        "state": excluded.state,
+                        "error": excluded.error,
+                        "attempts": attempts,
+                        "updated_at": excluded.updated_at,
+                    },
+                    where=sa.or_(
+                        replicas.c.state.is_distinct_from(excluded.state),
+                        replicas.c.error.is_distinct_from(excluded.error),
+                    ),
+                )
                 changed += conn.execute(stmt).rowcount
         return changed
 
