@@ -21,13 +21,13 @@ from rawflow import planning
 from rawflow.archive import ArchivePoll, poll_tape
 from rawflow.catalogue import Catalogue, FileRecord, ReplicaInfo, ReplicaState
 from rawflow.catalogue.base import utc_now
-from rawflow.errors import PermanentError, StorageError, TransientError
+from rawflow.errors import PermanentError, StorageError, StorageNotFoundError, TransientError
 from rawflow.naming import DataType
-from rawflow.planning import BlockPlan, Chunk, ChunkKind, ChunkLimits, RetryPolicy
+from rawflow.planning import BlockPlan, Chunk, ChunkKind, ChunkLimits, PlannedFile, RetryPolicy
 from rawflow.sites import SitesConfig
 from rawflow.storage.base import Storage
 from rawflow.transfer.base import FileState, JobStatus, TransferFile, TransferJob, Transfertool
-from rawflow.validation import SiteProgress, block_progress, check_replica
+from rawflow.validation import MISSING, SiteProgress, block_progress, check_replica
 
 log = logging.getLogger(__name__)
 
@@ -202,35 +202,39 @@ def submit_chunk(
     catalogue: Catalogue,
     sites: SitesConfig,
     transfertool: Transfertool,
-    storage: Storage | None = None,
+    storage: Storage,
     max_sources: int = DEFAULT_MAX_SOURCES,
 ) -> SubmittedChunk:
     """Mark the chunk's replicas COPYING and hand its jobs to the backend.
 
-    For a backend that does not skip destinations itself (FTS, no overwrite), ``storage`` checks them first:
-    a destination with the right size and adler32 is VALIDATED at once; a wrong one is removed.
+    A destination the catalogue knows is BAD is removed first: its server may still vouch for a file that was
+    corrupted on disk. For a backend that does not skip destinations itself (FTS without overwrite), the other
+    destinations are checked here: the right size and adler32 → VALIDATED at once, anything else → removed.
     """
-    todo = list(chunk.files)
+    destination = sites[chunk.site]
+    states = catalogue.replica_states(chunk.lfns, site=chunk.site)
+    known_bad = {lfn for lfn in chunk.lfns if _state_at(states.get(lfn, {}), chunk.site) is ReplicaState.BAD}
+    for lfn in sorted(known_bad):
+        _remove_quietly(storage, destination.pfn(lfn))
+    todo: list[PlannedFile] = []
     already: list[str] = []
-    if not transfertool.prechecks_destinations:
-        if storage is None:
-            raise PermanentError(f"the {transfertool.name} backend needs a storage to check destinations first")
-        todo = []
-        destination = sites[chunk.site]
-        for f in chunk.files:
-            check = check_replica(storage, destination.pfn(f.lfn), f)
-            if check.ok:
-                already.append(f.lfn)
-                continue
-            if not check.transient and check.reason != "missing at the site":
-                _remove_quietly(storage, destination.pfn(f.lfn))
+    for f in chunk.files:
+        if f.lfn in known_bad or transfertool.prechecks_destinations:
             todo.append(f)
-        if already:
-            catalogue.set_replica_state(already, chunk.site, ReplicaState.VALIDATED)
-    remaining = Chunk(chunk.data_type, chunk.block_id, chunk.site, chunk.kind, chunk.index, tuple(todo))
+            continue
+        check = check_replica(storage, destination.pfn(f.lfn), f)
+        if check.ok:
+            already.append(f.lfn)
+            continue
+        if not check.transient and check.reason != MISSING:
+            _remove_quietly(storage, destination.pfn(f.lfn))
+        todo.append(f)
+    if already:
+        catalogue.set_replica_state(already, chunk.site, ReplicaState.VALIDATED)
     if not todo:
         return SubmittedChunk(chunk, (), tuple(already))
     catalogue.set_replica_state([f.lfn for f in todo], chunk.site, ReplicaState.COPYING)
+    remaining = Chunk(chunk.data_type, chunk.block_id, chunk.site, chunk.kind, chunk.index, tuple(todo))
     jobs = jobs_for_chunk(remaining, sites, max_sources=max_sources)
     job_ids = transfertool.submit(jobs)
     log.info("chunk %s → %s: %d files in %d jobs", chunk.key, chunk.site, len(todo), len(jobs))
@@ -287,7 +291,7 @@ def replicate_chunk(
     catalogue: Catalogue,
     sites: SitesConfig,
     transfertool: Transfertool,
-    storage: Storage | None = None,
+    storage: Storage,
     max_sources: int = DEFAULT_MAX_SOURCES,
     poll_interval: float = 2.0,
     timeout: float = 6 * 3600.0,
@@ -328,7 +332,7 @@ def archive_chunk(
     catalogue: Catalogue,
     sites: SitesConfig,
     transfertool: Transfertool,
-    storage: Storage | None = None,
+    storage: Storage,
     poll_interval: float = 2.0,
     timeout: float = 6 * 3600.0,
     raise_on_transient: bool = False,
@@ -484,5 +488,7 @@ def _group_by_reason(failed: Mapping[str, str]) -> dict[str, list[str]]:
 def _remove_quietly(storage: Storage, url: str) -> None:
     try:
         storage.unlink(url)
+    except StorageNotFoundError:
+        pass
     except StorageError as exc:
         log.warning("could not remove the wrong replica %s: %s", url, exc)

@@ -19,6 +19,7 @@ from rawflow.sites import Site, SitesConfig
 from rawflow.storage.base import Storage
 
 READ_BUFFER = 8 * 1024 * 1024
+MISSING = "missing at the site"
 
 
 @runtime_checkable
@@ -61,7 +62,7 @@ def check_replica(storage: Storage, url: str, expected: BlockFile, *, read_back:
             return ReplicaCheck(lfn, url, False, f"size {size} at the site, catalogue says {expected.size}")
         found = read_back_adler32(storage, url) if read_back else storage.checksum(url, "adler32")
     except StorageNotFoundError:
-        return ReplicaCheck(lfn, url, False, "missing at the site")
+        return ReplicaCheck(lfn, url, False, MISSING)
     except TransientStorageError as exc:
         return ReplicaCheck(lfn, url, False, f"site unreachable: {exc}", transient=True)
     except StorageError as exc:

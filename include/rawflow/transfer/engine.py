@@ -271,12 +271,44 @@ class CopyEngine:
             ]
         if done.returncode == 0:
             return [_result_from_json(r, raw) for r, raw in zip(requests, json.loads(done.stdout), strict=True)]
-        if len(requests) == 1:
+        # The child died, usually after copying: keep what arrived whole, retry the rest in halves.
+        salvaged = self._salvage(requests)
+        remaining = [r for r in requests if r.destination not in salvaged]
+        log.warning(
+            "bulk copy of %d files crashed (status %d): %d arrived, retrying %d",
+            len(requests),
+            done.returncode,
+            len(salvaged),
+            len(remaining),
+        )
+        if len(remaining) == 1 and len(requests) == 1:
             detail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-            return [CopyResult(requests[0], ok=False, error=f"copy process died: {detail[0]}", transient=True)]
-        log.warning("bulk copy of %d files crashed (status %d); splitting the batch", len(requests), done.returncode)
-        half = len(requests) // 2
-        return self._bulk_isolated(requests[:half], mode) + self._bulk_isolated(requests[half:], mode)
+            retried = [CopyResult(remaining[0], ok=False, error=f"copy process died: {detail[0]}", transient=True)]
+        elif len(remaining) <= 1:
+            retried = self._bulk_isolated(remaining, mode) if remaining else []
+        else:
+            half = len(remaining) // 2
+            retried = self._bulk_isolated(remaining[:half], mode) + self._bulk_isolated(remaining[half:], mode)
+        by_destination = {r.request.destination: r for r in retried}
+        return [salvaged.get(r.destination) or by_destination[r.destination] for r in requests]
+
+    def _salvage(self, requests: Sequence[CopyRequest]) -> dict[str, CopyResult]:
+        """Destinations a crashed copy completed (same adler32 as the source); partial ones are removed."""
+        complete: dict[str, CopyResult] = {}
+        for request in requests:
+            try:
+                size = self.storage.stat(request.destination).size
+            except StorageError:
+                continue
+            try:
+                same = self.storage.checksum(request.destination) == self.storage.checksum(request.source)
+            except StorageError:
+                same = False
+            if same:
+                complete[request.destination] = CopyResult(request, ok=True, bytes=size)
+            else:
+                self._remove(request.destination)
+        return complete
 
     def _existing(self, url: str, task: CopyTask) -> bool | None:
         """None when ``url`` does not exist; else whether it holds the expected size and adler32."""
