@@ -252,13 +252,15 @@ def collect_chunk(submitted: SubmittedChunk, *, catalogue: Catalogue, transferto
     transient: list[str] = []
     copied = skipped = moved = 0
     skipped += len(submitted.already_there)
+    sizes = {f.lfn: f.size for f in chunk.files}
     for job_id in submitted.job_ids:
         for f in statuses[job_id].files:
             if f.state is FileState.FINISHED:
                 good.append(f.lfn)
                 skipped += f.skipped
                 copied += not f.skipped
-                moved += f.bytes
+                # FTS's status query carries no byte counts: a finished copy moved the whole file.
+                moved += f.bytes or (0 if f.skipped else sizes.get(f.lfn, 0))
             else:
                 failed[f.lfn] = f.reason or f.state.value.lower()
                 if f.transient:

@@ -435,12 +435,19 @@ class Fts3Double:
 
 
 def _job_state(rows: Sequence[_FileRow]) -> str:
-    states = {r.state for r in rows if r.state != "NOT_USED"}
-    if states == {"FINISHED"}:
+    """FTS's job state from its files; a file (one file_index) succeeded if any of its rows finished."""
+    by_file: dict[int, set[str]] = {}
+    for row in rows:
+        by_file.setdefault(row.file_index, set()).add(row.state)
+    outcomes = {
+        "FINISHED" if "FINISHED" in states else "CANCELED" if states <= {"CANCELED", "NOT_USED"} else "FAILED"
+        for states in by_file.values()
+    }
+    if outcomes == {"FINISHED"}:
         return "FINISHED"
-    if states <= {"CANCELED"}:
+    if outcomes == {"CANCELED"}:
         return "CANCELED"
-    if "FINISHED" in states:
+    if "FINISHED" in outcomes:
         return "FINISHEDDIRTY"
     return "FAILED"
 

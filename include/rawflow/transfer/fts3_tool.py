@@ -197,11 +197,12 @@ def _file_state(raw: object) -> FileState | None:
 
 def _job_status(document: Mapping[str, Any]) -> JobStatus:
     rows = list(document.get("files") or [])
-    job_type = document.get("job_type")
-    by_index: dict[int, list[Mapping[str, Any]]] = {}
+    multihop = document.get("job_type") == "H"
+    # One logical file per destination (its alternatives share it); a multihop chain is one file.
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
-        by_index.setdefault(0 if job_type == "H" else int(row.get("file_index", 0)), []).append(row)
-    files = tuple(_file_status(group, multihop=job_type == "H") for _, group in sorted(by_index.items()))
+        groups.setdefault("" if multihop else str(row.get("dest_surl")), []).append(row)
+    files = tuple(_file_status(group, multihop=multihop) for group in groups.values())
     raw_state = str(document.get("job_state"))
     state = JobState(raw_state) if raw_state in JobState.__members__ else job_state_of(files)
     if raw_state in ("STAGING", "READY", "ACTIVE", "ARCHIVING"):
