@@ -20,6 +20,8 @@ import yaml
 
 
 def render(text: str, values: dict[str, Any]) -> str:
+    # Comment lines may mention placeholders; only the settings themselves are rendered.
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     template = string.Template(text)
     missing = sorted(
         {m.group("named") or m.group("braced") for m in template.pattern.finditer(text)} - set(values) - {None}

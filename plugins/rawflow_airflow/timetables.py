@@ -56,4 +56,4 @@ class BlockDayTimetable(CronDataIntervalTimetable):
 
 class RawflowTimetablesPlugin(AirflowPlugin):
     name = "rawflow_timetables"
-    timetables = [BlockDayTimetable]
+    timetables = [BlockDayTimetable]  # noqa: RUF012 (AirflowPlugin declares it so)

@@ -51,6 +51,4 @@ class CatalogueHook(BaseHook):
         backend = extra.pop("backend", "sql")
         if backend == "sql":
             return get_catalogue(self.connection_url())
-        return get_catalogue(
-            backend, host=conn.host, account=conn.login, password=conn.password, **extra
-        )
+        return get_catalogue(backend, host=conn.host, account=conn.login, password=conn.password, **extra)

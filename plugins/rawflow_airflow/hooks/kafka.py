@@ -42,9 +42,32 @@ class RawflowKafkaHook(BaseHook):
         )
 
     def consumer(self, topics: list[str]) -> Consumer:
-        from rawflow.receiver import make_consumer
+        """A consumer *assigned* every partition of ``topics`` at the group's committed offsets.
 
-        return make_consumer(self.settings(), topics)
+        Assignment instead of subscription: a task drains alone (the DAG allows one active run), and joining a
+        consumer group costs seconds per task start; offsets are still committed to the group.
+        """
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from rawflow.kafka import consumer_config
+
+        consumer = Consumer(consumer_config(self.settings()))
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            partitions = [
+                TopicPartition(t, p) for t in topics if t in metadata.topics for p in metadata.topics[t].partitions
+            ]
+            committed = consumer.committed(partitions, timeout=10) if partitions else []
+            consumer.assign(
+                [
+                    TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                    for tp in committed
+                ]
+            )
+        except Exception:
+            consumer.close()
+            raise
+        return consumer
 
     def producer(self) -> Producer:
         from rawflow.receiver import make_producer

@@ -13,6 +13,7 @@ from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
     from rawflow.storage.base import Storage
+    from rawflow.transfer.engine import StorageSpec
 
 
 class StorageHook(BaseHook):
@@ -27,14 +28,21 @@ class StorageHook(BaseHook):
         super().__init__(**kwargs)
         self.storage_conn_id = storage_conn_id
 
-    def get_conn(self) -> Storage:
-        from rawflow.storage import get_storage
-
+    def _options(self) -> dict[str, Any]:
         conn = self.get_connection(self.storage_conn_id)
+        # gfal2 reads its CA directory and similar settings from the environment of the worker process.
         for key, value in conn.extra_dejson.items():
             if key.isupper() and isinstance(value, str):
                 os.environ[key] = value
-        options: dict[str, Any] = {}
-        if conn.password:
-            options["bearer_token"] = conn.password
-        return get_storage("gfal2", **options)
+        return {"bearer_token": conn.password} if conn.password else {}
+
+    def get_conn(self) -> Storage:
+        from rawflow.storage import get_storage
+
+        return get_storage("gfal2", **self._options())
+
+    def storage_spec(self) -> StorageSpec:
+        """How a copy child process builds the same storage (credentials travel over a pipe, not argv)."""
+        from rawflow.transfer.engine import StorageSpec
+
+        return StorageSpec(options=self._options())

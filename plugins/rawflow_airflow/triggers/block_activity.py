@@ -26,6 +26,7 @@ class BlockActivityTrigger(BaseTrigger):
         known_open: bool,
         wake_at: str,
         poll_interval: float = 2.0,
+        totals: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.catalogue_conn_id = catalogue_conn_id
@@ -35,6 +36,8 @@ class BlockActivityTrigger(BaseTrigger):
         self.known_open = known_open
         self.wake_at = wake_at
         self.poll_interval = poll_interval
+        # The task's running totals, handed back with the event (the task keeps no state between rounds).
+        self.totals = dict(totals or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -47,6 +50,7 @@ class BlockActivityTrigger(BaseTrigger):
                 "known_open": self.known_open,
                 "wake_at": self.wake_at,
                 "poll_interval": self.poll_interval,
+                "totals": self.totals,
             },
         )
 
@@ -71,13 +75,13 @@ class BlockActivityTrigger(BaseTrigger):
                 else:
                     files, is_open = (block.files, block.is_open) if block is not None else (0, True)
                 if files != self.known_files:
-                    yield TriggerEvent({"reason": "new_files", "files": files})
+                    yield TriggerEvent({"reason": "new_files", "files": files, "totals": self.totals})
                     return
                 if is_open != self.known_open:
-                    yield TriggerEvent({"reason": "block_closed", "files": files})
+                    yield TriggerEvent({"reason": "block_closed", "files": files, "totals": self.totals})
                     return
                 if utc_now() >= wake_at:
-                    yield TriggerEvent({"reason": "timer", "files": files})
+                    yield TriggerEvent({"reason": "timer", "files": files, "totals": self.totals})
                     return
                 await asyncio.sleep(self.poll_interval)
         finally:

@@ -21,7 +21,10 @@ def consumer_backlog(config: dict[str, Any], topics: list[str], timeout: float =
     try:
         metadata = consumer.list_topics(timeout=timeout)
         partitions = [
-            TopicPartition(topic, p) for topic in topics if topic in metadata.topics for p in metadata.topics[topic].partitions
+            TopicPartition(topic, p)
+            for topic in topics
+            if topic in metadata.topics
+            for p in metadata.topics[topic].partitions
         ]
         if not partitions:
             return 0

@@ -1,0 +1,59 @@
+"""Daily raw-block DAGs: one run per block (receiving day) and data type.
+
+register (catalogue bookkeeping) → replicate per target site, in parallel (plan → transfer chunks → validate
+→ retransfer, deferred between rounds until the block is closed) → block report. The tape archive is one of
+the targets: its rounds copy to IHEP-TAPE and poll the archive until every file is on tape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, dag, task
+
+from rawflow_airflow.operators.block import ReplicateBlockSiteOperator
+from rawflow_airflow.timetables import BlockDayTimetable
+
+BLOCK_ID = "{{ data_interval_start.strftime('%Y%m%d') }}"
+
+
+def block_dag(data_type: str) -> None:
+    @dag(
+        dag_id=f"rawflow_block_{data_type.lower()}",
+        schedule=BlockDayTimetable(),
+        start_date=datetime(2026, 11, 1),
+        catchup=False,
+        max_active_runs=7,
+        max_active_tasks=16,
+        default_args={"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
+        tags=["rawflow", "block", data_type],
+        doc_md=__doc__,
+    )
+    def rawflow_block() -> None:
+        @task
+        def targets() -> list[str]:
+            from rawflow_airflow.tasks import block_targets
+
+            return block_targets()
+
+        replicate = ReplicateBlockSiteOperator.partial(
+            task_id="replicate", data_type=data_type, pool="rawflow_transfers", map_index_template="{{ task.site }}"
+        ).expand(site=targets())
+
+        @task(
+            trigger_rule="all_done",
+            outlets=[Asset(name=f"rawflow-{data_type.lower()}-blocks-done", uri=f"rawflow://blocks/{data_type}/done")],
+        )
+        def report(data_interval_start: Any = None) -> dict[str, Any]:
+            from rawflow_airflow.tasks import block_report
+
+            return block_report(data_type, data_interval_start.strftime("%Y%m%d"))
+
+        replicate >> report()
+
+    rawflow_block()
+
+
+for _data_type in ("RAW", "RTRAW"):
+    block_dag(_data_type)

@@ -1,0 +1,42 @@
+"""Small task bodies of the block DAG (called from ``@task`` functions in dags/rawflow_block.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def block_targets(sites_path: str | None = None) -> list[str]:
+    """Every site a block goes to (disk destinations, then the tape archive), read at run time."""
+    from rawflow.planning import targets
+    from rawflow.sites import load_sites
+    from rawflow_airflow.settings import sites_path as configured_sites_path
+
+    return [site.name for site in targets(load_sites(sites_path or configured_sites_path()))]
+
+
+def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflow_catalogue") -> dict[str, Any]:
+    """Assigned / Processed / Problematic per site for the block, as the shifters' transfer monitor shows it."""
+    from rawflow import replication
+    from rawflow.sites import load_sites
+    from rawflow_airflow.hooks.catalogue import CatalogueHook
+    from rawflow_airflow.settings import sites_path
+
+    catalogue = CatalogueHook(catalogue_conn_id).get_conn()
+    try:
+        status = replication.block_status(catalogue, load_sites(sites_path()), data_type, block_id)
+        block = catalogue.get_block(*_key(data_type, block_id))
+    finally:
+        catalogue.close()
+    return {
+        "block": f"{data_type}-{block_id}",
+        "files": block.files if block else 0,
+        "bytes": block.bytes if block else 0,
+        "closed": bool(block and not block.is_open),
+        "sites": {name: progress.to_dict() for name, progress in status.items()},
+    }
+
+
+def _key(data_type: str, block_id: str) -> tuple[Any, str]:
+    from rawflow.naming import DataType
+
+    return DataType.parse(data_type), block_id
