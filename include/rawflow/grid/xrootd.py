@@ -300,10 +300,13 @@ class LocalSites:
         )
         return self.migrator
 
-    def stop(self) -> None:
+    def stop_migrator(self) -> None:
         if self.migrator is not None:
             stop_group(self.migrator.pid)
             self.migrator = None
+
+    def stop(self) -> None:
+        self.stop_migrator()
         for name in list(self.daemons):
             self.stop_site(name)
 

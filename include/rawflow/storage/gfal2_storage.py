@@ -79,9 +79,15 @@ _TRANSIENT_ERRNOS = frozenset(
 )
 _NOT_FOUND_ERRNOS = frozenset({errno.ENOENT})
 
-# XrdCl reads these once per process. Its defaults retry a refused connection for minutes, which would
-# turn "site down" into a hung task; these make it fail in seconds (callers may set their own first).
-XRDCL_DEFAULTS = {"XRD_CONNECTIONWINDOW": "5", "XRD_CONNECTIONRETRY": "2", "XRD_REQUESTTIMEOUT": "300"}
+# XrdCl reads these once per process. Its defaults retry a refused connection for minutes (a "site down"
+# would hang the task) and then remember the failure for 30 minutes (a restarted site would stay "down");
+# these fail in seconds and forget in seconds. Callers may set their own values first.
+XRDCL_DEFAULTS = {
+    "XRD_CONNECTIONWINDOW": "5",
+    "XRD_CONNECTIONRETRY": "2",
+    "XRD_STREAMERRORWINDOW": "5",
+    "XRD_REQUESTTIMEOUT": "300",
+}
 
 
 def storage_error(operation: str, url: str, exc: BaseException) -> StorageError:
