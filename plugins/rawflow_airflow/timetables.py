@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.interval import CronDataIntervalTimetable
 from pendulum import DateTime
@@ -52,8 +51,3 @@ class BlockDayTimetable(CronDataIntervalTimetable):
         if restriction.latest is not None and start > restriction.latest:
             return None
         return DagRunInfo(run_after=start, data_interval=DataInterval(start=start, end=self._get_next(start)))
-
-
-class RawflowTimetablesPlugin(AirflowPlugin):
-    name = "rawflow_timetables"
-    timetables = [BlockDayTimetable]  # noqa: RUF012 (AirflowPlugin declares it so)
