@@ -193,6 +193,14 @@ class Fts3Double:
         self._threads: list[threading.Thread] = []
 
     @property
+    def token(self) -> str:
+        """The bearer token clients must present (tests hand it to the client)."""
+        return self._token.decode()
+
+    def __repr__(self) -> str:
+        return f"Fts3Double({self.url!r}, jobs={len(self.jobs)})"
+
+    @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
