@@ -14,8 +14,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rawflow.errors import RawflowError
+
+if TYPE_CHECKING:
+    from rawflow.sites import SitesConfig
 
 
 def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -27,7 +31,8 @@ def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obj
         table.add_column(column)
     for row in rows:
         table.add_row(*(str(c) for c in row))
-    Console().print(table)
+    # Piped output (logs, CI) gets a wide table instead of wrapped cells.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -81,6 +86,182 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_value(name: str) -> str | None:
+    from rawflow.grid.stack import GridState, default_var_dir
+
+    value = GridState.load(default_var_dir()).values.get(name)
+    return str(value) if value else None
+
+
+def _catalogue_url(args: argparse.Namespace) -> str:
+    import os
+
+    url = args.catalogue or os.environ.get("RAWFLOW_CATALOGUE_URL") or _grid_value("catalogue_url")
+    if not url:
+        raise RawflowError("no catalogue: pass --catalogue URL, set RAWFLOW_CATALOGUE_URL or run `rawflow grid up`")
+    return url
+
+
+def _sites(args: argparse.Namespace) -> SitesConfig:
+    import os
+
+    from rawflow.sites import default_sites_path, load_sites
+
+    path = args.sites or os.environ.get("RAWFLOW_SITES") or _grid_value("sites_path") or default_sites_path()
+    return load_sites(path)
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    from rawflow import replication
+    from rawflow.catalogue import get_catalogue
+    from rawflow.naming import DataType, parse_block_id
+
+    parse_block_id(args.block_id)
+    data_type = DataType.parse(args.type)
+    catalogue = get_catalogue(_catalogue_url(args))
+    try:
+        if args.action == "close":
+            closed = catalogue.close_block(data_type, args.block_id)
+            print(f"block {data_type.value}-{args.block_id}: {'closed' if closed else 'was already closed'}")
+            return 0
+        block = catalogue.get_block(data_type, args.block_id)
+        if block is None:
+            raise RawflowError(f"block {data_type.value}-{args.block_id} is not in the catalogue")
+        progress = replication.block_status(catalogue, _sites(args), data_type, args.block_id)
+    finally:
+        catalogue.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "block": block.name,
+                    "open": block.is_open,
+                    "files": block.files,
+                    "bytes": block.bytes,
+                    "sites": {name: p.to_dict() for name, p in progress.items()},
+                },
+                indent=2,
+            )
+        )
+        return 0
+    _print_table(
+        f"{block.name} ({'open' if block.is_open else 'closed'}): {block.files} files, {block.bytes:,} bytes",
+        ("site", "status", "assigned", "processed (%)", "problematic", "pending"),
+        [
+            (
+                name,
+                p.status,
+                p.assigned,
+                f"{p.processed} ({100 * p.processed / p.assigned:.1f})" if p.assigned else "0",
+                p.problematic,
+                p.pending,
+            )
+            for name, p in progress.items()
+        ],
+    )
+    for name, p in progress.items():
+        for lfn, why in list(p.reasons.items())[:5]:
+            print(f"  {name}: {lfn}: {why}")
+    return 0
+
+
+def cmd_file(args: argparse.Namespace) -> int:
+    from rawflow.catalogue import get_catalogue
+
+    catalogue = get_catalogue(_catalogue_url(args))
+    try:
+        record = catalogue.get_file(args.lfn)
+        if record is None:
+            raise RawflowError(f"file {args.lfn} is not in the catalogue")
+        replicas = catalogue.replica_states([args.lfn]).get(args.lfn, {})
+    finally:
+        catalogue.close()
+    sites = _sites(args)
+    replica_rows: dict[str, dict[str, Any]] = {
+        site: {
+            "state": r.state.value,
+            "attempts": r.attempts,
+            "error": r.error,
+            "updated_at": r.updated_at.isoformat(),
+            "url": sites[site].pfn(record.lfn) if site in sites.sites else None,
+        }
+        for site, r in sorted(replicas.items())
+    }
+    info: dict[str, Any] = {
+        "lfn": record.lfn,
+        "size": record.size,
+        "adler32": record.adler32,
+        "type": record.data_type.value,
+        "block": record.block,
+        "dataset": record.dataset,
+        "run": record.run_number,
+        "stream": record.stream,
+        "received_at": record.received_at.isoformat(),
+        "replicas": replica_rows,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{record.lfn}\n  {record.size:,} bytes, adler32 {record.adler32}, {record.block}, run {record.run_number}")
+    _print_table(
+        "replicas",
+        ("site", "state", "attempts", "last error", "url"),
+        [(s, r["state"], r["attempts"], r["error"] or "", r["url"] or "") for s, r in replica_rows.items()],
+    )
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from rawflow.quarantine import Quarantine
+
+    url = args.quarantine or _catalogue_url(args)
+    entries = Quarantine(url).list(reason=args.reason, limit=args.limit)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "received_at": e.received_at.isoformat(),
+                        "topic": e.topic,
+                        "partition": e.partition,
+                        "offset": e.offset,
+                        "reason": e.reason,
+                        "reason_text": e.reason_text,
+                        "lfn": e.lfn,
+                        "payload_size": e.payload_size,
+                        "status": e.status.value,
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    _print_table(
+        f"quarantine ({len(entries)} shown)",
+        ("id", "received", "topic/partition/offset", "reason", "why", "lfn"),
+        [
+            (
+                e.id,
+                f"{e.received_at:%Y-%m-%d %H:%M:%S}",
+                f"{e.topic}/{e.partition}/{e.offset}",
+                e.reason,
+                e.reason_text,
+                e.lfn or "",
+            )
+            for e in entries
+        ],
+    )
+    return 0
+
+
+def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
+    parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
+    parser.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rawflow", description="Rawflow raw-data management: grid and operations")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +279,27 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("--config", help="sites file (default: $RAWFLOW_SITES or config/sites.yaml)")
     sites.add_argument("--json", action="store_true")
     sites.set_defaults(func=cmd_sites)
+
+    block = sub.add_parser("block", help="a block's state per site, or close it")
+    block.add_argument("action", choices=("status", "close"))
+    block.add_argument("block_id", help="YYYYMMDD")
+    block.add_argument("--type", default="RAW", help="RAW or RTRAW")
+    _add_catalogue_options(block)
+    block.set_defaults(func=cmd_block)
+
+    file = sub.add_parser("file", help="one file's catalogue entry and replicas")
+    file.add_argument("action", choices=("show",))
+    file.add_argument("lfn")
+    _add_catalogue_options(file)
+    file.set_defaults(func=cmd_file)
+
+    quarantine = sub.add_parser("quarantine", help="rejected announcements, with their reasons")
+    quarantine.add_argument("action", choices=("list",))
+    quarantine.add_argument("--reason", help="only this reason code")
+    quarantine.add_argument("--limit", type=int, default=100)
+    quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")
+    _add_catalogue_options(quarantine)
+    quarantine.set_defaults(func=cmd_quarantine)
     return parser
 
 

@@ -82,6 +82,31 @@ def wait_registered(state: stack.GridState, day_id: str, expected: int, timeout:
     return count
 
 
+def wait_processed(state: stack.GridState, day_id: str, timeout: float) -> bool:
+    """Wait until every target site of the block reports all its files Processed (replicated/validated/on tape)."""
+    from rawflow import replication
+    from rawflow.catalogue import get_catalogue
+    from rawflow.sites import load_sites
+
+    catalogue = get_catalogue(str(state.values["catalogue_url"]))
+    sites = load_sites(state.values["sites_path"])
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            progress = replication.block_status(catalogue, sites, DataType.RAW, day_id)
+            line = "  ".join(f"{name} {p.processed}/{p.assigned}" for name, p in progress.items())
+            print(f"\rdemo: RAW-{day_id} processed: {line}", end="", flush=True)
+            if all(p.pending == 0 for p in progress.values()):
+                print()
+                return True
+            if time.monotonic() > deadline:
+                print(f"\ndemo: not every site finished within {timeout:.0f} s; see the Airflow UI")
+                return False
+            time.sleep(2)
+    finally:
+        catalogue.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rawflow.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=int(os.environ.get("RAWFLOW_DEMO_FILES", "120")))
@@ -103,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     day_id = block_id_for(datetime.now(UTC).date())
     lfns = announce_day(state, args.files, day_id)
     registered = wait_registered(state, day_id, len(lfns), timeout=180)
+    replicated = wait_processed(state, day_id, timeout=float(os.environ.get("RAWFLOW_DEMO_WAIT", "300")))
+    from rawflow.cli import main as cli
+
+    os.environ["RAWFLOW_CATALOGUE_URL"] = str(state.values["catalogue_url"])
+    os.environ["RAWFLOW_SITES"] = str(state.values["sites_path"])
+    cli(["block", "status", day_id])
     print(
         "\n".join(
             [
@@ -115,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
     )
-    return 0 if registered >= len(lfns) else 1
+    return 0 if registered >= len(lfns) and replicated else 1
 
 
 if __name__ == "__main__":
