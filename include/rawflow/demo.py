@@ -11,33 +11,14 @@ import argparse
 import json
 import os
 import time
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rawflow.airflow_api import AirflowAPI
+from rawflow.errors import RawflowError
 from rawflow.grid import stack
 from rawflow.naming import DataType, block_id_for
-
-
-def _api(url: str, path: str, token: str, *, method: str = "GET", body: object = None) -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{url}{path}", data=data, method=method)
-    req.add_header("Authorization", f"Bearer {token}")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.load(resp)
-
-
-def airflow_token(url: str, user: str, password: str) -> str:
-    req = urllib.request.Request(
-        f"{url}/auth/token",
-        data=json.dumps({"username": user, "password": password}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return str(json.load(resp)["access_token"])
 
 
 def announce_day(state: stack.GridState, files: int, day_id: str) -> list[str]:
@@ -117,13 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = stack.up(args.var, api_port=args.api_port)
     url, user = str(state.values["airflow_url"]), str(state.values["airflow_user"])
     password = json.loads(Path(state.values["airflow_password_file"]).read_text())[user]
-    token = airflow_token(url, user, password)
+    api = AirflowAPI(url, user, password)
     for dag_id in ("rawflow_receiver", "rawflow_block_raw"):
         for _ in range(60):
             try:
-                _api(url, f"/api/v2/dags/{dag_id}", token, method="PATCH", body={"is_paused": False})
+                api.unpause(dag_id)
                 break
-            except OSError:
+            except RawflowError:
                 time.sleep(1)  # not parsed yet
     day_id = block_id_for(datetime.now(UTC).date())
     lfns = announce_day(state, args.files, day_id)

@@ -29,7 +29,9 @@ class AirflowUnderTest:
         self.env = env
         migrate_db(env, home / "migrate.log")
 
-    def dags_test(self, dag_id: str, logical_date: str | None = None, *, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def dags_test(
+        self, dag_id: str, logical_date: str | None = None, *, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
         argv = [airflow_bin(), "dags", "test", dag_id] + ([logical_date] if logical_date else [])
         result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.home)
         (self.home / f"dags-test-{dag_id}.log").write_text(result.stdout + result.stderr)

@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from rawflow.grid.process import Daemon, free_port, pid_alive, port_open, start_daemon, stop_group, tail
 from rawflow.sites import default_sites_path, load_sites
+
+if TYPE_CHECKING:
+    from rawflow.grid.xrootd import LocalSites
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -34,6 +37,8 @@ class GridState:
     var_dir: Path
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+    # Only in the process that ran `up`: the live sites, for stopping and restarting one (outage drills).
+    local_sites: LocalSites | None = None
 
     @property
     def grid_dir(self) -> Path:
@@ -65,6 +70,18 @@ class GridState:
     def add(self, name: str, daemon: Daemon, **info: Any) -> None:
         self.components[name] = {"pid": daemon.pid, "log": daemon.log, **info}
         self.save()
+
+    def stop_site(self, name: str) -> None:
+        """Stop one xrootd site (an outage); its record stays so `down` still knows about it."""
+        if self.local_sites is None:
+            raise RuntimeError("stop_site works in the process that started the grid")
+        self.local_sites.stop_site(name)
+
+    def start_site(self, name: str) -> None:
+        if self.local_sites is None:
+            raise RuntimeError("start_site works in the process that started the grid")
+        daemon = self.local_sites.start_site(name)
+        self.add(f"xrootd:{name}", daemon, endpoint=self.local_sites.url_prefixes[name])
 
     def secrets(self) -> dict[str, str]:
         """Tokens generated once per grid (never in code, never printed)."""
@@ -114,6 +131,7 @@ def up(
     try:
         progress("starting xrootd sites")
         local = start_sites(load_sites(default_sites_path()), grid_dir / "xrootd")
+        state.local_sites = local
         for name, daemon in local.daemons.items():
             state.add(f"xrootd:{name}", daemon, endpoint=local.url_prefixes[name])
         migrator = local.start_tape_migrator()

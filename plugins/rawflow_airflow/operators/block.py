@@ -27,7 +27,15 @@ class BlockSiteProblematic(Exception):
 
 
 class ReplicateBlockSiteOperator(BaseOperator):
-    template_fields: Sequence[str] = ("site", "data_type", "block_id", "close_at", "transfer_backend")
+    template_fields: Sequence[str] = (
+        "site",
+        "data_type",
+        "block_id",
+        "close_at",
+        "transfer_backend",
+        "retransfer_backoff_seconds",
+        "max_attempts",
+    )
     ui_color = "#d8ecf7"
 
     def __init__(
@@ -46,8 +54,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
         recheck_seconds: float = 30.0,
         archive_poll_seconds: float = 5.0,
         trigger_poll_seconds: float = 2.0,
-        max_attempts: int = 3,
-        retransfer_backoff_seconds: float = 60.0,
+        max_attempts: int | str = "{{ var.value.get('rawflow_max_attempts', 3) }}",
+        retransfer_backoff_seconds: float | str = "{{ var.value.get('rawflow_retransfer_backoff_seconds', 60) }}",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +93,7 @@ class ReplicateBlockSiteOperator(BaseOperator):
         from rawflow.naming import DataType
         from rawflow.planning import RetryPolicy
         from rawflow.sites import load_sites
+        from rawflow.verify import site_reachable, verify_site
         from rawflow_airflow.hooks.catalogue import CatalogueHook
         from rawflow_airflow.hooks.storage import StorageHook
         from rawflow_airflow.hooks.transfer import TransfertoolHook
@@ -96,8 +105,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
         sites = load_sites(self.sites_path or sites_path())
         site = sites[self.site]
         retry = RetryPolicy(
-            max_attempts=self.max_attempts,
-            backoff=timedelta(seconds=self.retransfer_backoff_seconds),
+            max_attempts=int(self.max_attempts),
+            backoff=timedelta(seconds=float(self.retransfer_backoff_seconds)),
         )
         catalogue = CatalogueHook(self.catalogue_conn_id).get_conn()
         storage_hook = StorageHook(self.storage_conn_id)
@@ -117,7 +126,11 @@ class ReplicateBlockSiteOperator(BaseOperator):
                 catalogue, sites, data_type, self.block_id, only=[site.name], multihop=self.multihop, retry=retry
             )
             site_plan = plan.site(site.name)
-            if site_plan.chunks:
+            reachable, why = site_reachable(storage, site) if site_plan.chunks else (True, None)
+            if not reachable:
+                # An outage is waited out; it must not use up the files' transfer attempts.
+                self.log.warning("%s unreachable, %d files wait: %s", site.name, site_plan.planned, why)
+            elif site_plan.chunks:
                 tool = TransfertoolHook(
                     str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
                 ).get_conn()
@@ -146,6 +159,18 @@ class ReplicateBlockSiteOperator(BaseOperator):
                 if polled.archived:
                     self.log.info("%d files confirmed on tape", len(polled.archived))
             progress = replication.block_status(catalogue, sites, data_type, self.block_id, retry=retry)[site.name]
+            if closed and reachable and progress.pending == 0 and not site.archive and not totals.get("verified"):
+                # Once closed, check every good replica once more: a file damaged on disk since its
+                # validation becomes BAD here and is retransferred by the following rounds.
+                verified = verify_site(catalogue, storage, site, data_type, self.block_id)
+                totals["verified"] = verified.unreachable == 0
+                if verified.bad:
+                    self.log.warning(
+                        "%d replicas at %s failed verification: %s", len(verified.bad), site.name, verified.bad
+                    )
+                    progress = replication.block_status(catalogue, sites, data_type, self.block_id, retry=retry)[
+                        site.name
+                    ]
             block = catalogue.get_block(data_type, self.block_id)
             known_files = block.files if block is not None else 0
             known_open = block.is_open if block is not None else True
@@ -174,7 +199,9 @@ class ReplicateBlockSiteOperator(BaseOperator):
             return summary
         # Not finished: sleep in the triggerer until something can change. New files or the block closing
         # wake it at once; pending files (backoff, hops, tape migration) are looked at again after a while.
-        wait = timedelta(seconds=self.archive_poll_seconds if site.archive else self.recheck_seconds)
+        # Bad replicas become eligible again after the retransfer backoff: look no later than that.
+        recheck = min(self.recheck_seconds, float(self.retransfer_backoff_seconds))
+        wait = timedelta(seconds=self.archive_poll_seconds if site.archive else recheck)
         wake_at = utc_now() + wait if progress.pending else close_at
         if not closed:
             wake_at = min(wake_at, close_at)

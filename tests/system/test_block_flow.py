@@ -1,0 +1,260 @@
+"""The whole flow on the real local grid: Tansu → receiver DAG → catalogue → block DAG → xrootd sites → tape.
+
+Airflow runs as `airflow standalone` (scheduler, triggerer, DAG processor, API server) started by
+`rawflow.grid.stack.up`, exactly as `make demo` does; everything is driven through its REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rawflow import replication
+from rawflow.airflow_api import AirflowAPI
+from rawflow.catalogue import get_catalogue
+from rawflow.catalogue.base import Catalogue, ReplicaState
+from rawflow.grid import stack
+from rawflow.naming import DataType, block_id_for
+from rawflow.sites import SitesConfig, load_sites
+
+FILES_PER_DAY = 12
+DAG = "rawflow_block_raw"
+
+
+class Grid:
+    def __init__(self, state: stack.GridState) -> None:
+        self.state = state
+        values = state.values
+        password = json.loads(Path(values["airflow_password_file"]).read_text())[values["airflow_user"]]
+        self.api = AirflowAPI(values["airflow_url"], values["airflow_user"], password)
+        self.sites: SitesConfig = load_sites(values["sites_path"])
+
+    def catalogue(self) -> Catalogue:
+        return get_catalogue(str(self.state.values["catalogue_url"]))
+
+    def announce(self, day: date, count: int = FILES_PER_DAY, first_sequence: int = 1) -> list[tuple[str, int]]:
+        from rawflow.announcer import Announcer
+        from rawflow.kafka import KafkaSettings
+        from rawflow.receiver import make_producer
+        from rawflow.storage import get_storage
+
+        storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
+        producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
+        announcer = Announcer(storage, self.sites.tier0, producer)
+        files = announcer.make_files(count, day=day, sizes=(8 * 1024, 256 * 1024), first_sequence=first_sequence)
+        announcer.write(files)
+        announcer.announce(files)
+        return [(f.lfn, f.size) for f in files]
+
+    def wait_registered(self, day: date, expected: int, timeout: float = 120) -> None:
+        catalogue = self.catalogue()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                block = catalogue.get_block(DataType.RAW, block_id_for(day))
+                if block is not None and block.files >= expected:
+                    assert block.files == expected
+                    return
+                assert time.monotonic() < deadline, f"only {block.files if block else 0}/{expected} registered"
+                time.sleep(1)
+        finally:
+            catalogue.close()
+
+    def progress(self, day: date) -> dict[str, replication.SiteProgress]:
+        catalogue = self.catalogue()
+        try:
+            return replication.block_status(catalogue, self.sites, DataType.RAW, block_id_for(day))
+        finally:
+            catalogue.close()
+
+    def replicate_results(self, run_id: str) -> dict[str, dict[str, object]]:
+        results = {}
+        for ti in self.api.task_instances(DAG, run_id):
+            if ti["task_id"] == "replicate":
+                results[ti["rendered_map_index"]] = self.api.xcom(DAG, run_id, "replicate", ti["map_index"])
+        return results
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+    var = tmp_path_factory.mktemp("grid")
+    os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
+    state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line))
+    try:
+        os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
+        g = Grid(state)
+        for dag_id in ("rawflow_receiver", DAG):
+            _retry(lambda dag_id=dag_id: g.api.unpause(dag_id), what=f"{dag_id} parsed")
+        # Keep the test short: retransfer a bad replica after 2 s instead of a minute.
+        g.api.set_variable("rawflow_retransfer_backoff_seconds", "2")
+        yield g
+    finally:
+        stack.down(var, progress=lambda line: print("grid:", line))
+
+
+def _retry(call: object, *, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call()  # type: ignore[operator]
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _days_ago(n: int) -> date:
+    return datetime.now(UTC).date() - timedelta(days=n)
+
+
+def _expected_assignments(grid: Grid, lfns: list[str]) -> dict[str, int]:
+    return {
+        **{s.name: sum(s.keeps(lfn) for lfn in lfns) for s in grid.sites.destinations},
+        grid.sites.archive.name: len(lfns),
+    }
+
+
+def test_backfill_three_days_twice_second_pass_moves_nothing(grid: Grid) -> None:
+    days = [_days_ago(n) for n in (6, 5, 4)]
+    announced = {day: grid.announce(day) for day in days}
+    for day in days:
+        grid.wait_registered(day, FILES_PER_DAY)
+
+    backfill = grid.api.backfill(DAG, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z")
+    assert backfill["dag_id"] == DAG
+    run_ids = _wait_for_runs(grid, days)
+    states = grid.api.wait_runs(DAG, run_ids, timeout=600)
+    assert set(states.values()) == {"success"}, states
+
+    catalogue = grid.catalogue()
+    try:
+        for day, files in announced.items():
+            lfns = [lfn for lfn, _ in files]
+            sizes = dict(files)
+            progress = grid.progress(day)
+            expected = _expected_assignments(grid, lfns)
+            assert {name: p.assigned for name, p in progress.items()} == expected
+            assert all(p.processed == p.assigned and p.problematic == 0 for p in progress.values()), progress
+            summary = catalogue.block_summary(DataType.RAW, block_id_for(day))
+            assert summary[grid.sites.archive.name] == {ReplicaState.ARCHIVED: FILES_PER_DAY}
+            for site in grid.sites.destinations:
+                assert summary.get(site.name, {}) == {ReplicaState.VALIDATED: expected[site.name]}
+            block = catalogue.get_block(DataType.RAW, block_id_for(day))
+            assert block is not None and not block.is_open and block.files == FILES_PER_DAY
+            # Every byte the sites should hold was moved exactly once.
+            run_id = next(r for r, d in zip(run_ids, days, strict=True) if d == day)
+            results = grid.replicate_results(run_id)
+            moved = sum(int(r["bytes"]) for r in results.values())  # type: ignore[call-overload]
+            wanted = sum(sizes[lfn] for site in grid.sites.destinations for lfn in lfns if site.keeps(lfn))
+            assert moved == wanted + sum(sizes.values())  # destinations + tape
+    finally:
+        catalogue.close()
+
+    # Second pass over the same days: every task runs again and finds nothing to move.
+    grid.api.backfill(DAG, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", reprocess="completed")
+    rerun_ids = _wait_for_runs(grid, days, exclude=set(run_ids))
+    states = grid.api.wait_runs(DAG, rerun_ids, timeout=600)
+    assert set(states.values()) == {"success"}, states
+    for run_id in rerun_ids:
+        results = grid.replicate_results(run_id)
+        assert len(results) == 4
+        assert sum(int(r["bytes"]) for r in results.values()) == 0  # type: ignore[call-overload]
+        assert sum(int(r["copied"]) for r in results.values()) == 0  # type: ignore[call-overload]
+
+
+def _wait_for_runs(
+    grid: Grid, days: list[date], exclude: frozenset[str] | set[str] = frozenset(), timeout: float = 60
+) -> list[str]:
+    """The run ids of the block DAG for ``days`` (newest run per day), once the backfill created them."""
+    wanted = {d.isoformat() for d in days}
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in grid.api.runs(DAG) if r["dag_run_id"] not in exclude]
+        by_day = {
+            r["data_interval_start"][:10]: r["dag_run_id"] for r in runs if r["data_interval_start"][:10] in wanted
+        }
+        if set(by_day) == wanted:
+            return [by_day[d.isoformat()] for d in days]
+        assert time.monotonic() < deadline, f"backfill runs not created: {sorted(by_day)}"
+        time.sleep(1)
+
+
+def test_site_down_mid_run_others_finish_then_it_catches_up(grid: Grid) -> None:
+    day = _days_ago(3)
+    grid.state.stop_site("CNAF-STORM")
+    try:
+        files = grid.announce(day)
+        grid.wait_registered(day, FILES_PER_DAY)
+        run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+        # IN2P3 and the tape finish while CNAF (and JINR, routed via CNAF) wait.
+        deadline = time.monotonic() + 300
+        while True:
+            progress = grid.progress(day)
+            if progress["IN2P3-DCACHE"].pending == 0 and progress["IHEP-TAPE"].pending == 0:
+                break
+            assert time.monotonic() < deadline, progress
+            time.sleep(2)
+        assert progress["CNAF-STORM"].processed == 0 and progress["CNAF-STORM"].problematic == 0
+        assert progress["JINR-EOS"].processed == 0 and progress["JINR-EOS"].problematic == 0
+        states = {
+            ti["rendered_map_index"]: ti["state"]
+            for ti in grid.api.task_instances(DAG, run_id)
+            if ti["task_id"] == "replicate"
+        }
+        assert states["CNAF-STORM"] in ("deferred", "running", "scheduled", "queued")
+    finally:
+        grid.state.start_site("CNAF-STORM")
+    states = grid.api.wait_runs(DAG, [run_id], timeout=600)
+    assert states[run_id] == "success"
+    progress = grid.progress(day)
+    assert all(p.pending == 0 and p.problematic == 0 for p in progress.values()), progress
+    assert progress["CNAF-STORM"].processed == len(files)
+    # The outage cost no transfer attempts: each CNAF replica was copied once.
+    catalogue = grid.catalogue()
+    try:
+        replicas = catalogue.replica_states([lfn for lfn, _ in files], site="CNAF-STORM")
+        assert {info["CNAF-STORM"].attempts for info in replicas.values()} == {1}
+    finally:
+        catalogue.close()
+
+
+def test_corrupted_replica_is_caught_and_retransferred(grid: Grid) -> None:
+    day = _days_ago(2)
+    files = grid.announce(day)
+    grid.wait_registered(day, FILES_PER_DAY)
+    run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+    assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+
+    victim = files[0][0]
+    local = grid.state.local_sites
+    assert local is not None
+    on_disk = [p for p in (local.layouts["JINR-EOS"].data_dir).rglob(Path(victim).name) if p.is_file()]
+    assert len(on_disk) == 1
+    data = bytearray(on_disk[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    on_disk[0].write_bytes(bytes(data))
+
+    rerun = grid.api.backfill(DAG, f"{day}T00:00:00Z", f"{day}T00:00:00Z", reprocess="completed")
+    assert rerun["dag_id"] == DAG
+    (rerun_id,) = _wait_for_runs(grid, [day], exclude={run_id})
+    assert grid.api.wait_runs(DAG, [rerun_id], timeout=600)[rerun_id] == "success"
+
+    results = grid.replicate_results(rerun_id)
+    assert results["JINR-EOS"]["copied"] == 1
+    catalogue = grid.catalogue()
+    try:
+        info = catalogue.replica_states([victim], site="JINR-EOS")[victim]["JINR-EOS"]
+        assert info.state is ReplicaState.VALIDATED and info.attempts == 2
+        record = catalogue.get_file(victim)
+    finally:
+        catalogue.close()
+    from rawflow.checksum import adler32_bytes
+
+    assert record is not None and adler32_bytes(on_disk[0].read_bytes()) == record.adler32
