@@ -86,6 +86,33 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_name(args: argparse.Namespace) -> int:
+    from rawflow.naming import RawFileName, RawFilePath
+
+    text: str = args.name
+    parsed = RawFilePath.parse(text) if "/" in text else None
+    name = parsed.file if parsed else RawFileName.parse(text)
+    info: dict[str, Any] = {
+        "file": name.name,
+        "type": name.data_type.value,
+        "daq": name.daq,
+        "run": name.run_number,
+        "stream_type": name.stream_type,
+        "stream_name": name.stream_name,
+        "file_tag": name.file_tag,
+        "file_time": name.file_time.isoformat(),
+        "sequence": name.file_sequence,
+    }
+    if parsed:
+        info.update({"lfn": parsed.lfn, "block": parsed.block_id, "root": parsed.root})
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:12} {value}")
+    return 0
+
+
 def _grid_value(name: str) -> str | None:
     from rawflow.grid.stack import GridState, default_var_dir
 
@@ -279,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("--config", help="sites file (default: $RAWFLOW_SITES or config/sites.yaml)")
     sites.add_argument("--json", action="store_true")
     sites.set_defaults(func=cmd_sites)
+
+    name = sub.add_parser("name", help="parse a raw file name, path or LFN (one-line error if it does not parse)")
+    name.add_argument("name")
+    name.add_argument("--json", action="store_true")
+    name.set_defaults(func=cmd_name)
 
     block = sub.add_parser("block", help="a block's state per site, or close it")
     block.add_argument("action", choices=("status", "close"))

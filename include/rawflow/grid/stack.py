@@ -130,7 +130,7 @@ def up(
     secret = state.secrets()
     try:
         progress("starting xrootd sites")
-        local = start_sites(load_sites(default_sites_path()), grid_dir / "xrootd")
+        local = start_sites(load_sites(default_sites_path()), _sites_dir(grid_dir))
         state.local_sites = local
         for name, daemon in local.daemons.items():
             state.add(f"xrootd:{name}", daemon, endpoint=local.url_prefixes[name])
@@ -199,6 +199,27 @@ def up(
         down(var_dir, progress=progress)
         raise
     return state
+
+
+def _sites_dir(grid_dir: Path) -> Path:
+    """Where the xrootd sites keep their data: xrootd runs as its own user, which must be able to reach it.
+
+    A checkout under a private home (/root is 0700) cannot be reached, so the sites then live under /var/tmp,
+    in a directory named after the grid's state directory (the same grid finds the same data again).
+    """
+    import hashlib
+    import os
+    import stat
+
+    wanted = grid_dir / "xrootd"
+    if all(p.stat().st_mode & stat.S_IXOTH for p in [grid_dir, *grid_dir.parents] if p.exists()):
+        return wanted
+    fallback = Path("/var/tmp") / f"rawflow-sites-{hashlib.sha256(str(grid_dir).encode()).hexdigest()[:12]}"
+    fallback.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(fallback, 0o755)
+    if not wanted.exists():
+        wanted.symlink_to(fallback)
+    return fallback
 
 
 def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, progress: Callable[[str], None]) -> None:

@@ -1,0 +1,69 @@
+"""`rawflow grid up|status|down` on the real middleware: everything answers, and down leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rawflow.grid.process import pid_alive
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rawflow(*args: str, var: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rawflow.cli", *args, "--var", str(var)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+
+
+def test_grid_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    up = rawflow("grid", "up", "--no-airflow", var=tmp_path)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        status = rawflow("grid", "status", "--json", var=tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        parts = json.loads(status.stdout)
+        names = {p["name"] for p in parts}
+        assert {f"xrootd:{s}" for s in ("IHEP-EOS", "IHEP-TAPE", "CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE")} <= names
+        assert {"kafka", "smtp-sink", "tape-migrator"} <= names
+        assert all(p["running"] for p in parts)
+        assert all(p["reachable"] for p in parts if p["name"] != "tape-migrator")
+        pids = [p["pid"] for p in parts]
+    finally:
+        down = rawflow("grid", "down", var=tmp_path)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"stopped {len(pids)} processes" in down.stdout
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    after = rawflow("grid", "status", "--json", var=tmp_path)
+    assert json.loads(after.stdout) == [] and after.returncode == 1
+
+
+def test_bad_site_config_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
+    bad = tmp_path / "sites.yaml"
+    bad.write_text((REPO / "config" / "sites.yaml").read_text().replace("share: 1/3", "share: lots"))
+    result = subprocess.run(
+        [sys.executable, "-m", "rawflow.cli", "sites", "--config", str(bad)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "sites.IN2P3-DCACHE.share='lots'" in result.stderr
+
+
+def test_unparseable_name_is_one_line_naming_field_and_value() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rawflow.cli", "name", "JUNO.12x.Physics.Global.ds-0.20251101083000.1.dat"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "rawflow: invalid RunNumber '12x': expected 1 to 10 digits "
+        "(in file name 'JUNO.12x.Physics.Global.ds-0.20251101083000.1.dat')"
+    )
