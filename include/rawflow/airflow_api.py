@@ -73,6 +73,17 @@ class AirflowAPI:
         result: dict[str, Any] = self.request("POST", "/backfills", body)
         return result
 
+    def wait_backfill(self, backfill_id: int | str, *, timeout: float, poll: float = 2.0) -> dict[str, Any]:
+        """Wait until the scheduler marks the backfill completed (some time after its last run ends)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            backfill: dict[str, Any] = self.request("GET", f"/backfills/{backfill_id}")
+            if backfill.get("completed_at"):
+                return backfill
+            if time.monotonic() > deadline:
+                raise TransientError(f"backfill {backfill_id} not completed after {timeout:.0f} s")
+            time.sleep(poll)
+
     def runs(self, dag_id: str, **query: object) -> list[dict[str, Any]]:
         runs: list[dict[str, Any]] = self.request("GET", f"/dags/{dag_id}/dagRuns", limit=100, **query)["dag_runs"]
         return runs

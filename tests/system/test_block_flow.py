@@ -132,6 +132,7 @@ def test_backfill_three_days_twice_second_pass_moves_nothing(grid: Grid) -> None
     run_ids = _wait_for_runs(grid, days)
     states = grid.api.wait_runs(DAG, run_ids, timeout=600)
     assert set(states.values()) == {"success"}, states
+    grid.api.wait_backfill(backfill["id"], timeout=120)
 
     catalogue = grid.catalogue()
     try:
@@ -158,10 +159,11 @@ def test_backfill_three_days_twice_second_pass_moves_nothing(grid: Grid) -> None
         catalogue.close()
 
     # Second pass over the same days: every task runs again and finds nothing to move.
-    grid.api.backfill(DAG, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", reprocess="completed")
+    second = grid.api.backfill(DAG, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", reprocess="completed")
     rerun_ids = _wait_for_runs(grid, days, exclude=set(run_ids))
     states = grid.api.wait_runs(DAG, rerun_ids, timeout=600)
     assert set(states.values()) == {"success"}, states
+    grid.api.wait_backfill(second["id"], timeout=120)
     for run_id in rerun_ids:
         results = grid.replicate_results(run_id)
         assert len(results) == 4
@@ -245,6 +247,7 @@ def test_corrupted_replica_is_caught_and_retransferred(grid: Grid) -> None:
     assert rerun["dag_id"] == DAG
     (rerun_id,) = _wait_for_runs(grid, [day], exclude={run_id})
     assert grid.api.wait_runs(DAG, [rerun_id], timeout=600)[rerun_id] == "success"
+    grid.api.wait_backfill(rerun["id"], timeout=120)
 
     results = grid.replicate_results(rerun_id)
     assert results["JINR-EOS"]["copied"] == 1

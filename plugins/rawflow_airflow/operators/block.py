@@ -20,6 +20,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from rawflow_airflow.triggers.block_activity import BlockActivityTrigger
+from rawflow_airflow.triggers.fts3_jobs import Fts3JobsTrigger
+
+FTS_SUBMITTED = "fts3_submitted"
 
 
 class BlockSiteProblematic(Exception):
@@ -77,6 +80,36 @@ class ReplicateBlockSiteOperator(BaseOperator):
 
     # -- entry points -------------------------------------------------------------------------------------
 
+    def _transfertool(self) -> Any:
+        from rawflow_airflow.hooks.transfer import TransfertoolHook
+
+        return TransfertoolHook(
+            str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
+        ).get_conn()
+
+    def _count(self, result: Any, totals: dict[str, Any]) -> None:
+        totals["copied"] += result.copied
+        totals["skipped"] += result.skipped
+        totals["bytes"] += result.bytes
+        totals["failed"] += len(result.failed)
+        for lfn, reason in list(result.failed.items())[:5]:
+            self.log.warning("%s → %s failed: %s", lfn, result.site, reason)
+
+    def _collect(
+        self, submitted: list[dict[str, Any]], catalogue: Any, sites: Any, storage: Any, totals: dict[str, Any]
+    ) -> None:
+        """Record the outcome of finished FTS3 jobs, then validate the replicas they wrote."""
+        from rawflow import replication
+
+        tool = self._transfertool()
+        for raw in submitted:
+            sub = replication.SubmittedChunk.from_dict(raw)
+            result = replication.collect_chunk(sub, catalogue=catalogue, transfertool=tool)
+            if result is None:  # the trigger saw them finish; a job still running here is a backend bug
+                raise RuntimeError(f"chunk {sub.chunk.key}: FTS3 jobs {sub.job_ids} not finished")
+            replication.validate_chunk(sub.chunk, catalogue=catalogue, sites=sites, storage=storage)
+            self._count(result, totals)
+
     def execute(self, context: Any) -> dict[str, Any]:
         return self._round(context, totals=None)
 
@@ -85,9 +118,19 @@ class ReplicateBlockSiteOperator(BaseOperator):
         totals = (event or {}).get("totals")
         return self._round(context, totals=totals)
 
+    def execute_transfers_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """FTS3 jobs of the round are over: collect and validate on the worker, then carry on."""
+        self.log.info("FTS3 jobs finished: %s", (event or {}).get("jobs"))
+        submitted = context["ti"].xcom_pull(
+            task_ids=self.task_id, key=FTS_SUBMITTED, map_indexes=context["ti"].map_index
+        )
+        return self._round(context, totals=(event or {}).get("totals"), submitted=submitted or [])
+
     # -- one round ---------------------------------------------------------------------------------------
 
-    def _round(self, context: Any, totals: dict[str, Any] | None) -> dict[str, Any]:
+    def _round(
+        self, context: Any, totals: dict[str, Any] | None, submitted: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         from rawflow import replication
         from rawflow.catalogue.base import utc_now
         from rawflow.naming import DataType
@@ -96,7 +139,6 @@ class ReplicateBlockSiteOperator(BaseOperator):
         from rawflow.verify import site_reachable, verify_site
         from rawflow_airflow.hooks.catalogue import CatalogueHook
         from rawflow_airflow.hooks.storage import StorageHook
-        from rawflow_airflow.hooks.transfer import TransfertoolHook
         from rawflow_airflow.settings import sites_path
 
         totals = dict(totals or {"rounds": 0, "copied": 0, "skipped": 0, "bytes": 0, "failed": 0})
@@ -127,31 +169,48 @@ class ReplicateBlockSiteOperator(BaseOperator):
             )
             site_plan = plan.site(site.name)
             reachable, why = site_reachable(storage, site) if site_plan.chunks else (True, None)
-            if not reachable:
+            if submitted is not None:
+                self._collect(submitted, catalogue, sites, storage, totals)
+            elif not reachable:
                 # An outage is waited out; it must not use up the files' transfer attempts.
                 self.log.warning("%s unreachable, %d files wait: %s", site.name, site_plan.planned, why)
             elif site_plan.chunks:
-                tool = TransfertoolHook(
-                    str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
-                ).get_conn()
-                for chunk in site_plan.chunks:
-                    result = replication.replicate_chunk(
-                        chunk, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage
-                    )
-                    replication.validate_chunk(chunk, catalogue=catalogue, sites=sites, storage=storage)
-                    totals["copied"] += result.copied
-                    totals["skipped"] += result.skipped
-                    totals["bytes"] += result.bytes
-                    totals["failed"] += len(result.failed)
-                    for lfn, reason in list(result.failed.items())[:5]:
-                        self.log.warning("%s → %s failed: %s", lfn, site.name, reason)
+                tool = self._transfertool()
                 self.log.info(
-                    "round %d: %d chunks, %d files to %s",
+                    "round %d: %d chunks, %d files to %s via %s",
                     totals["rounds"],
                     len(site_plan.chunks),
                     site_plan.planned,
                     site.name,
+                    tool.name,
                 )
+                if tool.name == "fts3":
+                    jobs = [
+                        replication.submit_chunk(
+                            c, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage
+                        )
+                        for c in site_plan.chunks
+                    ]
+                    job_ids = [j for sub in jobs for j in sub.job_ids]
+                    if job_ids:
+                        context["ti"].xcom_push(key=FTS_SUBMITTED, value=[sub.to_dict() for sub in jobs])
+                        self.defer(
+                            trigger=Fts3JobsTrigger(
+                                job_ids=job_ids,
+                                fts3_conn_id=self.fts3_conn_id,
+                                poll_interval=self.trigger_poll_seconds,
+                                totals=totals,
+                            ),
+                            method_name="execute_transfers_complete",
+                        )
+                    self._collect([sub.to_dict() for sub in jobs], catalogue, sites, storage, totals)
+                else:
+                    for chunk in site_plan.chunks:
+                        result = replication.replicate_chunk(
+                            chunk, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage
+                        )
+                        replication.validate_chunk(chunk, catalogue=catalogue, sites=sites, storage=storage)
+                        self._count(result, totals)
             if site.archive:
                 polled = replication.poll_archive(
                     catalogue=catalogue, sites=sites, storage=storage, data_type=data_type, block_id=self.block_id
