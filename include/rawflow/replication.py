@@ -368,7 +368,8 @@ def validate_chunk(
 ) -> ValidationResult:
     """Check every replica of the chunk at its site against the catalogue: good → VALIDATED, else BAD.
 
-    An ARCHIVED tape replica stays ARCHIVED when good; a replica whose site cannot be reached keeps its state.
+    An ARCHIVED tape replica stays ARCHIVED when good; a replica whose site cannot be reached keeps its state,
+    and one already BAD keeps its reason.
     """
     chunk = chunk if isinstance(chunk, Chunk) else Chunk.from_dict(chunk)
     site = sites[chunk.site]
@@ -393,7 +394,11 @@ def validate_chunk(
     to_validate = [lfn for lfn in good if lfn not in archived]
     if to_validate:
         catalogue.set_replica_state(to_validate, site.name, ReplicaState.VALIDATED)
-    for reason, lfns in _group_by_reason({k: v for k, v in bad.items() if k in records}).items():
+    # A replica already BAD keeps the reason its transfer failed with (more telling than "missing").
+    newly_bad = {
+        k: v for k, v in bad.items() if k in records and _state_at(states.get(k, {}), site.name) is not ReplicaState.BAD
+    }
+    for reason, lfns in _group_by_reason(newly_bad).items():
         catalogue.set_replica_state(lfns, site.name, ReplicaState.BAD, error=reason)
     return ValidationResult(chunk.key, site.name, len(good), bad, unreachable)
 

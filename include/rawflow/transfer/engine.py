@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from rawflow.errors import StorageError, StorageNotFoundError
+from rawflow.errors import StorageError, StorageNotFoundError, TransientError
 from rawflow.storage.base import CopyRequest, CopyResult, Storage
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class CopyEngine:
                         results[i] = CopyOutcome(True, attempt.source, None, moved, tuple(tried[i]))
                         continue
                     self._remove(attempt.target)
-                    last_error[i] = (problem, False)
+                    last_error[i] = problem
                 else:
                     last_error[i] = (f"{attempt.source}: {copy.error or 'copy failed'}", copy.transient)
                 failed.append(i)
@@ -325,27 +325,27 @@ class CopyEngine:
         except StorageError:
             return False
 
-    def _verify(self, source: str, target: str, task: CopyTask, verify: str) -> str | None:
-        """None if the copy is good, else why not (checksums compared on both ends as asked)."""
+    def _verify(self, source: str, target: str, task: CopyTask, verify: str) -> tuple[str, bool] | None:
+        """None if the copy is good, else (why not, whether that may pass); checksums compared as asked."""
         try:
             if task.size is not None:
                 size = self.storage.stat(target).size
                 if size != task.size:
-                    return f"size mismatch at {target}: {size} bytes, expected {task.size}"
+                    return f"size mismatch at {target}: {size} bytes, expected {task.size}", False
             if verify == "none":
                 return None
             expected = task.adler32
             if verify in ("both", "source") or expected is None:
                 at_source = self.storage.checksum(source, "adler32")
                 if expected is not None and at_source != expected:
-                    return f"checksum mismatch at source {source}: {at_source}, expected {expected}"
+                    return f"checksum mismatch at source {source}: {at_source}, expected {expected}", False
                 expected = at_source
             if verify in ("both", "target"):
                 at_target = self.storage.checksum(target, "adler32")
                 if at_target != expected:
-                    return f"checksum mismatch at {target}: {at_target}, expected {expected}"
+                    return f"checksum mismatch at {target}: {at_target}, expected {expected}", False
         except StorageError as exc:
-            return f"verification failed: {exc}"
+            return f"verification failed: {exc}", isinstance(exc, TransientError)
         return None
 
     def _remove(self, url: str) -> None:
