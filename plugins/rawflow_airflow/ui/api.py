@@ -1,0 +1,57 @@
+"""The JSON API under ``/rawflow/api`` (documented by the app's OpenAPI schema at ``/rawflow/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from rawflow_airflow.ui import data, schemas
+from rawflow_airflow.ui.auth import Reader
+from rawflow_airflow.ui.sources import Sources
+
+router = APIRouter(prefix="/api", tags=["rawflow"])
+
+BLOCK_NAME = Path(description="block name, e.g. RAW-20251101", pattern=r"^(RAW|RTRAW)-[0-9]{8}$")
+
+
+def _sources(request: Request) -> Sources:
+    sources: Sources = request.app.state.sources
+    return sources
+
+
+@router.get("/matrix", summary="Block × site status for the last N days")
+def get_matrix(
+    request: Request,
+    _user: Reader,
+    days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
+    data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW)$")] = None,
+) -> schemas.MatrixOut:
+    return data.matrix(_sources(request), days, data_type)
+
+
+@router.get("/blocks/{block}", summary="A block's files with their replica state per site")
+def get_block(
+    request: Request,
+    _user: Reader,
+    block: Annotated[str, BLOCK_NAME],
+    problems_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> schemas.BlockOut:
+    return data.block(_sources(request), block, problems_only=problems_only, limit=limit, offset=offset)
+
+
+@router.get("/timeseries", summary="Throughput and error rate per site over time")
+def get_timeseries(
+    request: Request,
+    _user: Reader,
+    hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
+    bucket_minutes: Annotated[float, Query(ge=1, le=24 * 60)] = 60,
+) -> schemas.SeriesOut:
+    return data.series(_sources(request), hours, bucket_minutes)
+
+
+@router.get("/kafka", summary="Receiver consumer lag per partition, broker reachability, quarantine counts")
+def get_kafka(request: Request, _user: Reader) -> schemas.KafkaOut:
+    return data.kafka(_sources(request))
