@@ -4,6 +4,10 @@ rawflow grid up [--no-airflow] [--postgres private|URL] [--api-port N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
+rawflow block status|close ID [--type RAW]
+rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
+rawflow file show LFN
+rawflow quarantine list [--reason R] | replay ID [ID ...] [--topic T]
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 from rawflow.errors import RawflowError
 
 if TYPE_CHECKING:
+    from rawflow.airflow_api import AirflowAPI
+    from rawflow.naming import DataType
+    from rawflow.quarantine import Quarantine
     from rawflow.sites import SitesConfig
 
 
@@ -145,6 +152,8 @@ def cmd_block(args: argparse.Namespace) -> int:
 
     parse_block_id(args.block_id)
     data_type = DataType.parse(args.type)
+    if args.action == "retransfer":
+        return _retransfer(args, data_type)
     catalogue = get_catalogue(_catalogue_url(args))
     try:
         if args.action == "close":
@@ -189,6 +198,67 @@ def cmd_block(args: argparse.Namespace) -> int:
     for name, p in progress.items():
         for lfn, why in list(p.reasons.items())[:5]:
             print(f"  {name}: {lfn}: {why}")
+    return 0
+
+
+def _airflow_api(args: argparse.Namespace) -> AirflowAPI:
+    import os
+
+    from rawflow.airflow_api import AirflowAPI
+
+    url = args.airflow_url or os.environ.get("RAWFLOW_AIRFLOW_URL") or _grid_value("airflow_url")
+    user = os.environ.get("RAWFLOW_AIRFLOW_USER") or _grid_value("airflow_user") or "admin"
+    password = os.environ.get("RAWFLOW_AIRFLOW_PASSWORD")
+    password_file = _grid_value("airflow_password_file")
+    if password is None and password_file and Path(password_file).exists():
+        password = json.loads(Path(password_file).read_text()).get(user)
+    if not url or password is None:
+        raise RawflowError(
+            "no Airflow API: pass --airflow-url and set RAWFLOW_AIRFLOW_USER/RAWFLOW_AIRFLOW_PASSWORD, "
+            "or run `rawflow grid up`"
+        )
+    return AirflowAPI(url, user, password)
+
+
+def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
+    """Mark the site's bad replicas of the block for one more attempt, then run the block DAG for that site.
+
+    The replicas go back to REGISTERED (the planner transfers them again; the attempt count is kept, so each
+    file gets one more try), with the previous error kept in the reason. The copy itself is done by the
+    block DAG, triggered through Airflow's REST API with conf {"sites": [SITE]} for the block's day."""
+    from rawflow.catalogue import ReplicaState, get_catalogue
+    from rawflow.catalogue.base import utc_now
+    from rawflow.naming import block_name, parse_block_id
+
+    if not args.site:
+        raise RawflowError("block retransfer needs --site SITE")
+    site = _sites(args)[args.site].name
+    catalogue = get_catalogue(_catalogue_url(args))
+    try:
+        if catalogue.get_block(data_type, args.block_id) is None:
+            raise RawflowError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
+        states = catalogue.replica_states(block=(data_type, args.block_id), site=site)
+        by_error: dict[str | None, list[str]] = {}
+        for lfn, at_site in states.items():
+            if at_site[site].state is ReplicaState.BAD:
+                by_error.setdefault(at_site[site].error, []).append(lfn)
+        for error, lfns in by_error.items():
+            reason = f"retransfer requested by the operator; last error: {error}" if error else "retransfer requested"
+            catalogue.set_replica_state(lfns, site, ReplicaState.REGISTERED, error=reason)
+    finally:
+        catalogue.close()
+    marked = sum(len(lfns) for lfns in by_error.values())
+    # A manual run anywhere inside the block's day is that block's run; the time of day keeps it unique.
+    day = parse_block_id(args.block_id)
+    logical_date = f"{day.isoformat()}T{utc_now():%H:%M:%S.%f}Z"
+    dag_id = f"rawflow_block_{data_type.value.lower()}"
+    run_id = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": [site]})
+    result = {"block": block_name(data_type, args.block_id), "site": site, "marked": marked, "dag_id": dag_id}
+    result["run_id"] = run_id
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['block']} at {site}: {marked} bad replicas marked for retry; {dag_id} run {run_id} triggered")
     return 0
 
 
@@ -242,6 +312,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from rawflow.quarantine import Quarantine
 
     url = args.quarantine or _catalogue_url(args)
+    if args.action == "replay":
+        return _replay(args, Quarantine(url))
     entries = Quarantine(url).list(reason=args.reason, limit=args.limit)
     if args.json:
         print(
@@ -283,6 +355,28 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, quarantine: Quarantine) -> int:
+    """Publish quarantined messages again (e.g. after the file was fixed at the Tier-0), and mark them replayed."""
+    import os
+
+    from rawflow.kafka import KafkaSettings
+    from rawflow.receiver import make_producer
+
+    if not args.ids:
+        raise RawflowError("quarantine replay needs at least one message id (see `rawflow quarantine list`)")
+    bootstrap = args.bootstrap or os.environ.get("RAWFLOW_KAFKA_BOOTSTRAP") or _grid_value("kafka_bootstrap")
+    if not bootstrap:
+        raise RawflowError(
+            "no Kafka broker: pass --bootstrap HOST:PORT, set RAWFLOW_KAFKA_BOOTSTRAP or run `rawflow grid up`"
+        )
+    replayed = quarantine.replay(args.ids, make_producer(KafkaSettings(bootstrap=bootstrap)), topic=args.topic)
+    if args.json:
+        print(json.dumps({"replayed": replayed, "ids": args.ids}))
+    else:
+        print(f"replayed {replayed} quarantined message(s) to {args.topic or 'their own topics'}")
+    return 0
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
@@ -313,9 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     name.set_defaults(func=cmd_name)
 
     block = sub.add_parser("block", help="a block's state per site, or close it")
-    block.add_argument("action", choices=("status", "close"))
+    block.add_argument("action", choices=("status", "close", "retransfer"))
     block.add_argument("block_id", help="YYYYMMDD")
     block.add_argument("--type", default="RAW", help="RAW or RTRAW")
+    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried")
+    block.add_argument(
+        "--airflow-url", help="retransfer: Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)"
+    )
     _add_catalogue_options(block)
     block.set_defaults(func=cmd_block)
 
@@ -326,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     file.set_defaults(func=cmd_file)
 
     quarantine = sub.add_parser("quarantine", help="rejected announcements, with their reasons")
-    quarantine.add_argument("action", choices=("list",))
+    quarantine.add_argument("action", choices=("list", "replay"))
+    quarantine.add_argument("ids", nargs="*", type=int, help="replay: quarantined message ids")
+    quarantine.add_argument("--topic", help="replay: publish to this topic instead of each message's own")
+    quarantine.add_argument(
+        "--bootstrap", help="replay: Kafka bootstrap (default: $RAWFLOW_KAFKA_BOOTSTRAP or the grid's)"
+    )
     quarantine.add_argument("--reason", help="only this reason code")
     quarantine.add_argument("--limit", type=int, default=100)
     quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")

@@ -190,6 +190,10 @@ class SeriesPoint:
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
+    """Committed offset against the watermarks the broker reports. Tansu 0.6 reports a partition's high
+    watermark as its last record batch's base offset + 1, so with batched producers the lag it shows is a
+    lower bound (a Kafka broker reports the exact end)."""
+
     topic: str
     partition: int
     committed: int | None  # None: the group never committed on this partition

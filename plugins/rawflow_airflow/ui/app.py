@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -55,7 +56,7 @@ def create_app(sources: Sources | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def denied_page(request: Request, exc: HTTPException) -> Response:
         if exc.status_code in (401, 403) and _wants_html(request):
-            login = f"{airflow_base_path()}/auth/login?next={request.url}"
+            login = f"{airflow_base_path()}/auth/login?next={quote(str(request.url), safe='')}"
             templates = request.app.state.templates
             return templates.TemplateResponse(  # type: ignore[no-any-return]
                 request,
