@@ -255,7 +255,7 @@ def test_measure_bulk_and_large_tpc(local_sites: LocalSites, storage: Gfal2Stora
     files = _seed(storage, src, 200, size=1 << 20)
     requests = [CopyRequest(u, u.replace(src, dst)) for u in files]
     started = time.monotonic()
-    results = storage.copy(requests, tpc="only", parallel=40)
+    results = storage.copy(requests, tpc="only", parallel=20)
     bulk = time.monotonic() - started
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
     big_data = os.urandom(1 << 20) * 1024
