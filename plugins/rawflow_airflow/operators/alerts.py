@@ -23,7 +23,7 @@ class ProblematicAlertOperator(BaseOperator):
         *,
         deadline_minutes: float | str = "{{ var.value.get('rawflow_alert_deadline_minutes', 120) }}",
         to: str = "{{ var.value.get('rawflow_alert_email', 'shifters@localhost') }}",
-        ui_url: str | None = "{{ conf.get('api', 'base_url', fallback='') }}/rawflow",
+        ui_url: str | None = None,
         smtp_conn_id: str = "smtp_default",
         catalogue_conn_id: str = "rawflow_catalogue",
         **kwargs: Any,
@@ -36,16 +36,20 @@ class ProblematicAlertOperator(BaseOperator):
         self.catalogue_conn_id = catalogue_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        from airflow.sdk.configuration import conf
+
         from rawflow.monitoring import MonitoringStore, send_due_alerts
         from rawflow_airflow.hooks.catalogue import CatalogueHook
         from rawflow_airflow.hooks.notify import SmtpNotifierHook
 
+        # The e-mail links to the Rawflow view: [api] base_url + the plugin's mount point, unless given.
+        ui_url = self.ui_url or f"{conf.get('api', 'base_url', fallback='').rstrip('/')}/rawflow"
         recipients = [a.strip() for a in str(self.to).replace(";", ",").split(",") if a.strip()]
         deadline = timedelta(minutes=float(self.deadline_minutes))
         store = MonitoringStore(CatalogueHook(self.catalogue_conn_id).quarantine_url())
         try:
             notifier = SmtpNotifierHook(self.smtp_conn_id, to=recipients).get_conn()
-            sent = send_due_alerts(store, notifier, deadline, ui_url=self.ui_url or None)
+            sent = send_due_alerts(store, notifier, deadline, ui_url=ui_url)
         finally:
             store.close()
         for cell in sent:
