@@ -105,9 +105,11 @@ class AirflowAPI:
 
     def set_variable(self, key: str, value: str) -> None:
         try:
-            self.request("PATCH", f"/variables/{key}", {"key": key, "value": value})
-        except PermanentError:
+            self.request("GET", f"/variables/{key}")
+        except PermanentError:  # 404: not set yet
             self.request("POST", "/variables", {"key": key, "value": value})
+        else:
+            self.request("PATCH", f"/variables/{key}", {"key": key, "value": value})
 
     def wait_runs(self, dag_id: str, run_ids: list[str], *, timeout: float, poll: float = 2.0) -> dict[str, str]:
         """Wait until every run is finished; returns run id → final state."""
