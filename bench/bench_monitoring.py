@@ -268,8 +268,9 @@ def main() -> int:
                 f"/rawflow/api/blocks/RAW-{newest}?problems_only=true",
                 10,
             ),
-            ("GET /rawflow/api/timeseries?hours=720", "/rawflow/api/timeseries?hours=720&bucket_minutes=60", 5),
-            ("GET /rawflow/metrics", "/rawflow/metrics", 5),
+            ("GET /rawflow/api/timeseries?hours=24", "/rawflow/api/timeseries?hours=24&bucket_minutes=10", 5),
+            ("GET /rawflow/api/timeseries?hours=720", "/rawflow/api/timeseries?hours=720&bucket_minutes=60", 3),
+            ("GET /rawflow/metrics (first scrape, then cached)", "/rawflow/metrics", 5),
         ):
             report(f"HTTP  {label}", lambda path=path: fetch(base + path, token), repeat)
         med, worst = render_page(base, token, port, args.days, 5)

@@ -272,8 +272,9 @@ class MonitoringStore:
 
     @property
     def has_catalogue_tables(self) -> bool:
-        """Whether the sql catalogue's ``files`` and ``replicas`` tables live in this database."""
-        if self._has_catalogue is None:
+        """Whether the sql catalogue's ``files`` and ``replicas`` tables live in this database (a "no" is
+        looked up again next time: the catalogue may create its tables after the view started)."""
+        if not self._has_catalogue:
             with _database_errors():
                 inspector = sa.inspect(self.engine)
                 self._has_catalogue = inspector.has_table("files") and inspector.has_table("replicas")
@@ -409,18 +410,15 @@ class MonitoringStore:
         kind = DataType.parse(data_type)
         name = block_name(kind, block_id)
         f, r = files_table.c, replicas_table.c
-        in_block = sa.select(f.lfn).where(f.block == name)
-        matching = in_block
-        if problems_only:
-            bad = sa.select(r.lfn).where(r.lfn.in_(in_block), r.state.in_(PROBLEM_STATES))
-            matching = in_block.where(f.lfn.in_(bad))
-        page = (
-            sa.select(f.lfn, f.size, f.adler32).where(f.lfn.in_(matching)).order_by(f.lfn).limit(limit).offset(offset)
-        )
+        in_block = f.block == name
+        # EXISTS probes the replicas' primary key (lfn, site) per file of the block: no scan of other blocks.
+        has_problem = sa.exists().where(r.lfn == f.lfn, r.state.in_(PROBLEM_STATES))
+        wanted = sa.and_(in_block, has_problem) if problems_only else in_block
+        page = sa.select(f.lfn, f.size, f.adler32).where(wanted).order_by(f.lfn).limit(limit).offset(offset)
         with self._begin() as conn:
-            total = int(conn.execute(sa.select(sa.func.count()).select_from(in_block.subquery())).scalar_one())
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(files_table).where(in_block)).scalar_one())
             matching_count = (
-                int(conn.execute(sa.select(sa.func.count()).select_from(matching.subquery())).scalar_one())
+                int(conn.execute(sa.select(sa.func.count()).select_from(files_table).where(wanted)).scalar_one())
                 if problems_only
                 else total
             )
@@ -432,10 +430,8 @@ class MonitoringStore:
                     states.setdefault(row.lfn, {})[row.site] = ReplicaView(
                         row.state, row.error, int(row.attempts), as_utc(row.updated_at)
                     )
-            block_sites = conn.execute(
-                sa.select(r.site).where(r.lfn.in_(in_block)).distinct().order_by(r.site)
-            ).scalars()
-            sites = list(block_sites)
+        status = self.block_cells(kind, block_id)
+        sites = sorted({site for by_site in states.values() for site in by_site} | set(status))
         files = [FileView(row.lfn, int(row.size), row.adler32, states.get(row.lfn, {})) for row in page_rows]
         return BlockDrillDown(
             block=name,
@@ -446,7 +442,7 @@ class MonitoringStore:
             offset=offset,
             sites=sites,
             files=files,
-            status=self.block_cells(kind, block_id),
+            status=status,
         )
 
     # -- time series ----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ the counts restrict the path at their ingress, as for Airflow's own health endpo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -21,12 +22,27 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from rawflow.monitoring import MonitoringStore
     from rawflow_airflow.ui.sources import Sources
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KAFKA_TIMEOUT_SECONDS = 2.0
+# Counting every replica by site and state reads the whole replicas table (≈1.5 s for 1.7 M replicas on
+# Postgres): computed at most once a minute per process, whatever the scrape interval.
+REPLICA_COUNTS_TTL_SECONDS = 60.0
+_replica_counts: dict[str, tuple[float, dict[tuple[str, str], tuple[int, int]]]] = {}
+_replica_counts_lock = threading.Lock()
+
+
+def replica_counts(store: MonitoringStore) -> dict[tuple[str, str], tuple[int, int]]:
+    key = str(store.engine.url)
+    with _replica_counts_lock:
+        cached = _replica_counts.get(key)
+        if cached is None or time.monotonic() - cached[0] > REPLICA_COUNTS_TTL_SECONDS:
+            cached = _replica_counts[key] = (time.monotonic(), store.replica_counts())
+        return cached[1]
 
 
 class RawflowCollector(Collector):
@@ -63,7 +79,7 @@ class RawflowCollector(Collector):
         size = GaugeMetricFamily(
             "rawflow_replica_bytes", "Bytes of the replicas per site and state", labels=["site", "state"]
         )
-        for (site, state), (n, nbytes) in sorted(store.replica_counts().items()):
+        for (site, state), (n, nbytes) in sorted(replica_counts(store).items()):
             files.add_metric([site, state], n)
             size.add_metric([site, state], nbytes)
         yield files
