@@ -72,7 +72,10 @@ def airflow_env(
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_log),
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
             "AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS": "True",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # Two cores: a few task processes at a time, and DAG files re-parsed twice a minute, not constantly.
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"rawflow.*",
             # standalone starts its components as `airflow ...` through PATH
             "PATH": os.pathsep.join((str(Path(airflow_bin()).parent), env.get("PATH", "/usr/bin:/bin"))),
@@ -108,6 +111,21 @@ def migrate_db(env: Mapping[str, str], log: Path) -> None:
         subprocess.run(
             [airflow_bin(), "db", "migrate"], env=dict(env), stdout=out, stderr=subprocess.STDOUT, check=True
         )
+    url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{Path(env['AIRFLOW_HOME']) / 'airflow.db'}"
+    if url.startswith("sqlite:///"):
+        enable_wal(Path(url.removeprefix("sqlite:///").split("?")[0]))
+
+
+def enable_wal(db: Path) -> None:
+    """Write-ahead logging for the embedded SQLite database (it persists in the file).
+
+    With the default rollback journal, readers and the one writer block each other: under load the scheduler,
+    triggerer, API server and tasks hit "database is locked" and the standalone scheduler dies of it.
+    """
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def healthy(ports: AirflowPorts) -> bool:
