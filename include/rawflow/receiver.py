@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -154,6 +155,20 @@ class Receiver:
         self.storage_alert_interval = storage_alert_interval
         self._last_storage_alert = -float("inf")
         self._delivery = DeliveryTracker()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the storage-check threads (the consumer and producer belong to the caller)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _checker_pool(self) -> ThreadPoolExecutor | None:
+        if self.limits.storage_parallel <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.limits.storage_parallel, thread_name_prefix="tier0-check")
+        return self._pool
 
     # --- one run -----------------------------------------------------------------------------------
 
@@ -190,18 +205,26 @@ class Receiver:
         return report
 
     def _process(self, batch: Sequence[Message], report: DrainReport) -> list[tuple[str, str]]:
+        clock = _StageClock()
         items = [self._check_message(msg) for msg in batch]
         parsed = [i for i in items if i.announcement is not None and i.rejection is None]
+        clock.lap("parse")
         self._check_tier0(parsed)
+        clock.lap("tier0")
         to_register = self._dedupe(parsed)
         self._register(to_register, parsed, report)
+        clock.lap("catalogue")
 
         entries = [self._quarantine_entry(i) for i in items if i.rejection is not None]
         report.quarantined += self.quarantine.add(entries)
+        clock.lap("quarantine")
         for item in items:
             self._publish(item)
         self._delivery.flush(self.producer, self.flush_timeout)
+        clock.lap("produce")
         self._commit(batch, report)
+        clock.lap("commit")
+        log.debug("batch of %d: %s", len(batch), clock)
 
         report.messages += len(batch)
         report.batches += 1
@@ -233,7 +256,12 @@ class Receiver:
     def _check_tier0(self, items: Sequence[_Item]) -> None:
         lfns = [i.announcement.lfn for i in items if i.announcement is not None]
         facts = tier0_facts(
-            self.storage, self.tier0, lfns, mode=self.limits.storage_check, parallel=self.limits.storage_parallel
+            self.storage,
+            self.tier0,
+            lfns,
+            mode=self.limits.storage_check,
+            parallel=self.limits.storage_parallel,
+            executor=self._checker_pool(),
         )
         failed = [f for f in facts.values() if f.transient]
         if failed:
@@ -459,6 +487,22 @@ class Receiver:
                     on_report(report)
 
 
+class _StageClock:
+    """Seconds spent per stage of a batch (logged at DEBUG: where the time goes when throughput drops)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.laps.append((stage, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return " ".join(f"{stage}={seconds:.3f}s" for stage, seconds in self.laps)
+
+
 def _kafka_time(msg: Message) -> datetime | None:
     kind, millis = msg.timestamp()
     if kind == 0 or millis is None or millis <= 0:  # TIMESTAMP_NOT_AVAILABLE
@@ -667,7 +711,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--types", default="RAW,RTRAW", help="data types to receive (one daemon per type is fine)")
     p.add_argument("--topic-prefix", default=env("RAWFLOW_TOPIC_PREFIX", ""))
     p.add_argument("--storage-check", choices=[m.value for m in StorageCheck], default=StorageCheck.FULL.value)
-    p.add_argument("--storage-parallel", type=int, default=16)
+    p.add_argument("--storage-parallel", type=int, default=Limits().storage_parallel)
     p.add_argument("--max-file-size", type=int, default=Limits().max_file_size)
     p.add_argument("--max-message-bytes", type=int, default=Limits().max_message_bytes)
     p.add_argument("--batch-size", type=int, default=1000)
@@ -685,6 +729,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # gfal2 logs every plugin it loads, per context, at INFO: noise in a daemon's log.
+    logging.getLogger("gfal2").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not args.bootstrap or not args.catalogue_url:
         log.error("--bootstrap and --catalogue-url (or RAWFLOW_KAFKA_BOOTSTRAP / RAWFLOW_CATALOGUE_URL) are required")
         return 2
@@ -747,6 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         receiver.run_forever(stop, batch_size=args.batch_size, timeout=args.poll_timeout)
     finally:
+        receiver.close()
         producer.flush(10)
         consumer.close()
     log.info("DataReceiver stopped")

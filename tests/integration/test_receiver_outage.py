@@ -74,7 +74,8 @@ def test_receiver_survives_a_broker_restart(receiver_rig: ReceiverRig, private_b
         announcer.announce(after, flush_timeout=60)
         ok = wait_for(lambda: len(rig.catalogue.get_files([f.lfn for f in after])) == 20, 90)
         assert ok, f"registered after the restart: {len(rig.catalogue.get_files([f.lfn for f in after]))}/20"
-        assert seen.accepted == 40 and seen.rejected == 0
+        assert wait_for(lambda: seen.accepted == 40, 10), seen.summary()  # reports arrive when a drain ends
+        assert seen.rejected == 0
     finally:
         stop.set()
         worker.join(30)

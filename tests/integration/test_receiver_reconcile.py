@@ -13,7 +13,7 @@ from tests.fixtures.kafka import ReceiverRig
 def test_reconcile_recovers_unannounced_files(receiver_rig: ReceiverRig) -> None:
     rig = receiver_rig
     block_id = block_id_for(rig.day)
-    files = rig.announcer.make_files(12, day=rig.day, run=rig.run)
+    files = rig.announcer.make_files(12, day=rig.day, run=rig.run, sizes=(100, 1000))
     rig.announcer.write(files)
     rig.announcer.announce(files[:5])  # the other 7 announcements were "lost" (e.g. the broker restarted empty)
     assert rig.drain_until(rig.receiver(), lambda r: r.messages >= 5).accepted == 5

@@ -26,6 +26,10 @@ MESSAGES = int(os.environ.get("RAWFLOW_TEST_SIGKILL_MESSAGES", "10000"))
 KILLS = 4
 
 
+def receiver_log(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def start_receiver(rig: ReceiverRig, sites_file: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable,
@@ -44,7 +48,7 @@ def start_receiver(rig: ReceiverRig, sites_file: Path, log: Path, env: dict[str,
         "--storage-check",
         "full",
         "--storage-parallel",
-        "16",
+        "4",
         "--batch-size",
         "500",
         "--session-timeout-ms",
@@ -81,10 +85,11 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     deadline = time.monotonic() + 240
     try:
         while registered() < MESSAGES and time.monotonic() < deadline:
-            assert proc.poll() is None, f"receiver exited by itself: {log.read_text()[-2000:]}"
+            assert proc.poll() is None, f"receiver exited by itself: {receiver_log(log)}"
             if kills < KILLS:
                 before = registered()
                 while registered() == before and time.monotonic() < deadline:
+                    assert proc.poll() is None, f"receiver exited by itself: {receiver_log(log)}"
                     time.sleep(0.05)  # wait until this incarnation is registering, then kill mid-stream
                 time.sleep(rng.uniform(0, 0.5))
                 os.kill(proc.pid, signal.SIGKILL)
@@ -93,7 +98,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
                 proc = start_receiver(rig, sites_file, log, env)
             else:
                 time.sleep(0.2)
-        assert registered() == MESSAGES, f"{registered()} of {MESSAGES} registered; log: {log.read_text()[-2000:]}"
+        assert registered() == MESSAGES, f"{registered()} of {MESSAGES} registered; log: {receiver_log(log)}"
     finally:
         if proc.poll() is None:
             stop_group(proc.pid)
