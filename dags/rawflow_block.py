@@ -32,10 +32,11 @@ def block_dag(data_type: str) -> None:
     )
     def rawflow_block() -> None:
         @task
-        def targets() -> list[str]:
+        def targets(dag_run: Any = None) -> list[str]:
             from rawflow_airflow.tasks import block_targets
 
-            return block_targets()
+            # `rawflow block retransfer --site SE` triggers a run with conf {"sites": [SE]}.
+            return block_targets(only=(dag_run.conf or {}).get("sites") if dag_run else None)
 
         replicate = ReplicateBlockSiteOperator.partial(
             task_id="replicate", data_type=data_type, pool="rawflow_transfers", map_index_template="{{ task.site }}"

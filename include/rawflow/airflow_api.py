@@ -35,6 +35,19 @@ class AirflowAPI:
             return str(json.load(resp)["access_token"])
 
     def request(self, method: str, path: str, body: object = None, **query: object) -> Any:
+        """One API call; a 5xx or connection failure is retried (the embedded SQLite database is briefly
+        locked now and then under load), a 4xx raises PermanentError at once."""
+        attempts, attempt = 4, 1
+        while True:
+            try:
+                return self._request_once(method, path, body, **query)
+            except TransientError:
+                if attempt >= attempts:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                attempt += 1
+
+    def _request_once(self, method: str, path: str, body: object = None, **query: object) -> Any:
         if self._token is None:
             self._token = self._login()
         qs = ("?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})) if query else ""

@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 
-def block_targets(sites_path: str | None = None) -> list[str]:
-    """Every site a block goes to (disk destinations, then the tape archive), read at run time."""
+def block_targets(sites_path: str | None = None, only: list[str] | None = None) -> list[str]:
+    """Every site a block goes to (disk destinations, then the tape archive), read at run time.
+
+    ``only`` restricts the run to some of them (a retransfer to one site); an unknown name fails the run.
+    """
     from rawflow.planning import targets
     from rawflow.sites import load_sites
     from rawflow_airflow.settings import sites_path as configured_sites_path
 
-    return [site.name for site in targets(load_sites(sites_path or configured_sites_path()))]
+    names = [site.name for site in targets(load_sites(sites_path or configured_sites_path()))]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ValueError(f"conf.sites names unknown targets {unknown}; known: {names}")
+        names = [n for n in names if n in only]
+    return names
 
 
 def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflow_catalogue") -> dict[str, Any]:

@@ -78,6 +78,24 @@ class ReplicateBlockSiteOperator(BaseOperator):
         self.max_attempts = max_attempts
         self.retransfer_backoff_seconds = retransfer_backoff_seconds
 
+    def _record(self, catalogue: Any, data_type: Any, site: str, progress: Any) -> None:
+        """Persist the round's progress for the Rawflow view and alerts; monitoring never fails a transfer."""
+        from rawflow.catalogue.base import ReplicaState
+        from rawflow.monitoring import record_progress
+        from rawflow_airflow.hooks.catalogue import CatalogueHook
+
+        try:
+            sizes = {f.lfn: f.size for f in catalogue.files_in_block(data_type, self.block_id)}
+            states = catalogue.replica_states(block=(data_type, self.block_id), site=site)
+            held = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+            bytes_at_site = sum(
+                sizes.get(lfn, 0) for lfn, by in states.items() if site in by and by[site].state in held
+            )
+            db_url = CatalogueHook(self.catalogue_conn_id).quarantine_url()
+            record_progress(db_url, data_type.value, self.block_id, site, progress, bytes_at_site)
+        except Exception as exc:
+            self.log.warning("could not record progress of %s at %s: %s", self.block_id, site, exc)
+
     # -- entry points -------------------------------------------------------------------------------------
 
     def _transfertool(self) -> Any:
@@ -230,6 +248,7 @@ class ReplicateBlockSiteOperator(BaseOperator):
                     progress = replication.block_status(catalogue, sites, data_type, self.block_id, retry=retry)[
                         site.name
                     ]
+            self._record(catalogue, data_type, site.name, progress)
             block = catalogue.get_block(data_type, self.block_id)
             known_files = block.files if block is not None else 0
             known_open = block.is_open if block is not None else True
