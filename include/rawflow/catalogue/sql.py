@@ -89,6 +89,8 @@ replicas = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_replicas_site_state", "site", "state"),
+    # The Rawflow view's throughput and error-rate series scan replicas by update time.
+    sa.Index("ix_replicas_updated_at", "updated_at"),
 )
 
 _METADATA_COLUMNS = {
