@@ -20,6 +20,7 @@ URL. They are handed to gfal2 as credentials and to the copy child over its stdi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,8 @@ class Gfal2Storage:
         self._options = _Options(timeout=int(timeout), nbstreams=int(nbstreams), tokens=tuple(sorted(pairs.items())))
         self._archive_poll_batch = max(1, int(archive_poll_batch))
         self._local = threading.local()
+        self._checksum_guard = threading.Lock()
+        self._checksum_locks: dict[str, tuple[threading.Lock, list[int]]] = {}
 
     def __repr__(self) -> str:
         # Never show the tokens themselves.
@@ -186,11 +189,28 @@ class Gfal2Storage:
     def checksum(self, url: str, algorithm: str = "adler32") -> str:
         if algorithm.lower() != "adler32":
             raise PermanentStorageError("checksum", url, f"unsupported algorithm {algorithm!r}; only adler32")
-        value = self._call("checksum", url, self._ctx().checksum, url, "ADLER32")
+        with self._one_checksum_at_a_time(url):
+            value = self._call("checksum", url, self._ctx().checksum, url, "ADLER32")
         try:
             return normalise_adler32(str(value))
         except ValueError:
             raise PermanentStorageError("checksum", url, f"server answered {value!r}, not adler32 hex") from None
+
+    @contextlib.contextmanager
+    def _one_checksum_at_a_time(self, url: str) -> Iterator[None]:
+        """xrootd answers two simultaneous first checksums of one file with a 5-minute stall and ESTALE:
+        ask for each file's checksum one request at a time (the second then hits the server's cache)."""
+        with self._checksum_guard:
+            lock, users = self._checksum_locks.setdefault(url, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._checksum_guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._checksum_locks[url]
 
     def exists(self, url: str) -> bool:
         try:
@@ -444,11 +464,13 @@ class Gfal2Storage:
                 env=env,
                 timeout=self._options.timeout * rounds + 60,
             )
-        except subprocess.TimeoutExpired:
-            log.warning("bulk copy child timed out for %d files", len(batch))
+        except subprocess.TimeoutExpired as exc:
+            log.warning("bulk copy child timed out for %d files: %s", len(batch), _tail(exc.stderr))
             return None
         if done.returncode != 0:
-            log.warning("bulk copy child exited with %s for %d files", done.returncode, len(batch))
+            log.warning(
+                "bulk copy child exited with %s for %d files: %s", done.returncode, len(batch), _tail(done.stderr)
+            )
             return None
         answers = json.loads(done.stdout)["errors"]
         return [
@@ -522,6 +544,12 @@ class _ChildError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _tail(text: str | bytes | None, limit: int = 500) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return (text or "").strip()[-limit:]
 
 
 def _failed(request: CopyRequest, error: StorageError) -> CopyResult:
