@@ -4,6 +4,7 @@ third-party copies between sites, streamed copies, typed errors and the emulated
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 import zlib
@@ -265,3 +266,11 @@ def test_measure_bulk_and_large_tpc(local_sites: LocalSites, storage: Gfal2Stora
     large = time.monotonic() - started
     assert big.ok and big.bytes == 1 << 30
     print(f"\nbulk TPC 200 x 1 MiB: {bulk:.1f} s = {bulk / 200 * 1000:.0f} ms/file; 1 GiB TPC: {large:.1f} s")
+
+
+def test_gfal2_leaves_the_callers_signals_alone(local_sites: LocalSites) -> None:
+    """gfal2 blocks SIGTERM/SIGINT in the thread that makes a context; the storage must undo that."""
+    fresh = Gfal2Storage()
+    assert not fresh.exists(local_sites.doors["IHEP-EOS"]["root"] + "/juno/none.dat")
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.SIGTERM not in blocked and signal.SIGINT not in blocked

@@ -18,9 +18,10 @@ import grp
 import os
 import pwd
 import shlex
+import signal
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -254,15 +255,16 @@ class LocalSites:
         layout = self.layouts[name]
         if name in self.daemons and self.daemons[name].alive():
             return self.daemons[name]
-        daemon = start_daemon(
-            f"xrootd-{name}",
-            _xrootd_argv(layout),
-            log=layout.log,
-            env=_server_env(self.tls),
-            cwd=layout.home,
-            ready=lambda: _site_ready(layout),
-            timeout=timeout,
-        )
+        with _signals_unblocked():
+            daemon = start_daemon(
+                f"xrootd-{name}",
+                _xrootd_argv(layout),
+                log=layout.log,
+                env=_server_env(self.tls),
+                cwd=layout.home,
+                ready=lambda: _site_ready(layout),
+                timeout=timeout,
+            )
         self.daemons[name] = daemon
         return daemon
 
@@ -295,9 +297,10 @@ class LocalSites:
         argv = [str(layout.migrate_script), "--settle", str(int(settle)), "--loop", str(interval)]
         if os.geteuid() == 0:
             argv = ["runuser", "-u", SERVICE_USER, "--", *argv]
-        self.migrator = start_daemon(
-            f"tape-migrator-{layout.name}", argv, log=layout.home / "migrator.log", ready=lambda: True
-        )
+        with _signals_unblocked():
+            self.migrator = start_daemon(
+                f"tape-migrator-{layout.name}", argv, log=layout.home / "migrator.log", ready=lambda: True
+            )
         return self.migrator
 
     def stop_migrator(self) -> None:
@@ -358,6 +361,17 @@ def start_sites(
         local.stop()
         raise
     return local
+
+
+@contextlib.contextmanager
+def _signals_unblocked() -> Iterator[None]:
+    """A child inherits its parent thread's signal mask. Native clients (a gfal2 context, XrdCl) block
+    SIGTERM in the thread that creates them; a server started from there would then ignore ``stop``."""
+    mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _xrootd_argv(layout: SiteLayout) -> list[str]:

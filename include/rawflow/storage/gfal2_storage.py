@@ -25,6 +25,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import stat as stat_module
 import subprocess
 import sys
@@ -575,7 +576,13 @@ def new_context(options: _Options) -> Any:
         os.environ.setdefault(key, value)
     import gfal2
 
-    ctx = gfal2.creat_context()
+    # Creating a context blocks nearly every signal (SIGTERM, SIGINT included) in the calling thread: the
+    # process would then ignore Ctrl-C and "stop", and every child it starts would inherit the mask.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        ctx = gfal2.creat_context()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     ctx.set_user_agent("rawflow", "0.1")
     for prefix, token in options.tokens:
         ctx.cred_set(prefix, ctx.cred_new("BEARER", token))
