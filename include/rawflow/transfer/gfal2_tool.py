@@ -3,7 +3,8 @@
 ``submit`` performs the copies and returns when they are done, so ``poll`` only reports what happened.
 Root-to-root copies are third-party ("only"); copies between different protocols (root → davs) are streamed
 through the worker. A destination already holding the right size and adler32 is skipped, a wrong one replaced,
-so running a job again moves no bytes. The job id is the job's deterministic key.
+so running a job again moves no bytes. The job id is the job's deterministic key. ``stream_below`` (bytes)
+streams small root-to-root files instead (a TPC costs a fixed ~2.5 s of polling per file).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ class Gfal2Transfertool:
         isolate: bool = True,
         verify: str = "both",
         timeout: float = 3600.0,
+        stream_below: int = 0,
     ) -> None:
         spec = storage if isinstance(storage, StorageSpec) or storage is None else StorageSpec(**storage)
-        self.engine = CopyEngine(spec, parallel=parallel, isolate=isolate, timeout=timeout)
+        self.engine = CopyEngine(spec, parallel=parallel, isolate=isolate, timeout=timeout, stream_below=stream_below)
         self.verify = verify
         self._jobs: dict[str, JobStatus] = {}
 
