@@ -104,7 +104,7 @@ def seed(
                 tag,
                 "Main",
                 datetime.now(UTC),
-            )  # fmt: skip
+            )
         )
     if owner is not None:
         for directory, _dirs, files in os.walk(layout.data_dir):
@@ -158,19 +158,28 @@ def run_tool(argv: Sequence[str], env: dict[str, str]) -> None:
         raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
 
-def xrdcp_copy(sites: SitesConfig, records: Sequence[FileRecord], destinations: Sequence[str], parallel: int,
-               env: dict[str, str], tpc: bool) -> None:  # fmt: skip
+def xrdcp_copy(
+    sites: SitesConfig,
+    records: Sequence[FileRecord],
+    destinations: Sequence[str],
+    parallel: int,
+    env: dict[str, str],
+    tpc: bool,
+) -> None:
     directory = records[0].lfn.rsplit("/", 1)[0]
     sources = [sites[T0].pfn(r.lfn) for r in records]
     for site in destinations:
         target = sites[site].pfn(directory) + "/"
         mode = ["--tpc", "only"] if tpc else []
-        run_tool(["xrdcp", "--silent", "--parallel", str(parallel), *mode, "--cksum", "adler32:source",
-                  *sources, target], env)  # fmt: skip
+        run_tool(
+            ["xrdcp", "--silent", "--parallel", str(parallel), *mode, "--cksum", "adler32:source", *sources, target],
+            env,
+        )
 
 
-def gfal_copy(sites: SitesConfig, records: Sequence[FileRecord], destinations: Sequence[str], env: dict[str, str],
-              workdir: Path) -> None:  # fmt: skip
+def gfal_copy(
+    sites: SitesConfig, records: Sequence[FileRecord], destinations: Sequence[str], env: dict[str, str], workdir: Path
+) -> None:
     directory = records[0].lfn.rsplit("/", 1)[0]
     listing = workdir / "sources.txt"
     listing.write_text("".join(sites[T0].pfn(r.lfn) + "\n" for r in records))
@@ -214,17 +223,35 @@ def compare(
             catalogue.set_replica_state([r.lfn for r in records], site, ReplicaState.REGISTERED)
 
     methods: list[tuple[str, Callable[[], object]]] = [
-        ("xrdcp --tpc only --cksum adler32:source", lambda: xrdcp_copy(sites, records, destinations, args.parallel, env, True)),
-        ("rawflow replicate_chunk (gfal2, TPC)", lambda: rawflow_copy(catalogue, sites, storage, records, destinations,
-                                                                      Gfal2Transfertool(parallel=args.parallel))),
-    ]  # fmt: skip
+        (
+            "xrdcp --tpc only --cksum adler32:source",
+            lambda: xrdcp_copy(sites, records, destinations, args.parallel, env, True),
+        ),
+        (
+            "rawflow replicate_chunk (gfal2, TPC)",
+            lambda: rawflow_copy(
+                catalogue, sites, storage, records, destinations, Gfal2Transfertool(parallel=args.parallel)
+            ),
+        ),
+    ]
     if stream_below is not None:
         methods += [
-            ("xrdcp streamed --cksum adler32:source", lambda: xrdcp_copy(sites, records, destinations, args.parallel, env, False)),
-            ("rawflow replicate_chunk (gfal2, streamed)", lambda: rawflow_copy(
-                catalogue, sites, storage, records, destinations,
-                Gfal2Transfertool(parallel=args.parallel, stream_below=stream_below))),
-        ]  # fmt: skip
+            (
+                "xrdcp streamed --cksum adler32:source",
+                lambda: xrdcp_copy(sites, records, destinations, args.parallel, env, False),
+            ),
+            (
+                "rawflow replicate_chunk (gfal2, streamed)",
+                lambda: rawflow_copy(
+                    catalogue,
+                    sites,
+                    storage,
+                    records,
+                    destinations,
+                    Gfal2Transfertool(parallel=args.parallel, stream_below=stream_below),
+                ),
+            ),
+        ]
     if not args.skip_gfal_copy:
         methods.append(
             ("gfal-copy --from-file -K ADLER32", lambda: gfal_copy(sites, records, destinations, env, workdir))
@@ -277,8 +304,18 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_small:
             records = seed(local, sites, catalogue, args.small, args.small_kib * 1024, tag=2)
             small_sites = DESTINATIONS[: args.small_sites]
-            compare("many small files", local, sites, catalogue, storage, records, small_sites, args, state,
-                    stream_below=args.small_kib * 1024 + 1)  # fmt: skip
+            compare(
+                "many small files",
+                local,
+                sites,
+                catalogue,
+                storage,
+                records,
+                small_sites,
+                args,
+                state,
+                stream_below=args.small_kib * 1024 + 1,
+            )
         catalogue.close()
     finally:
         local.stop()
