@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -155,18 +155,15 @@ class Announcement:
     run: int | None = None
     stream: str = ""
     received_at: datetime | None = None
+    # Derived from ``path`` once (they are looked up many times per message).
+    lfn: str = field(init=False)
+    block_id: str = field(init=False)
+    block: str = field(init=False)
 
-    @property
-    def lfn(self) -> str:
-        return self.path.lfn
-
-    @property
-    def block_id(self) -> str:
-        return self.path.block_id
-
-    @property
-    def block(self) -> str:
-        return block_name(self.data_type, self.block_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lfn", self.path.lfn)
+        object.__setattr__(self, "block_id", self.path.block_id)
+        object.__setattr__(self, "block", block_name(self.data_type, self.block_id))
 
     @property
     def identity(self) -> tuple[str, str, int]:
