@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def local_sites() -> Iterator[LocalSites]:
         yield sites
     finally:
         sites.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 class Bench:
@@ -236,6 +238,7 @@ def main() -> int:
     results: dict[str, Any] = {"messages": args.messages, "storage_parallel": args.storage_parallel}
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="rawflow-bench-"))
+        stack.callback(shutil.rmtree, work, True)
         print("starting broker, Postgres and the local xrootd sites ...", flush=True)
         broker = start_broker(work)
         stack.callback(stop_broker, broker)
