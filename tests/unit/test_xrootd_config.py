@@ -52,7 +52,7 @@ def test_disk_site_config(sites: SitesConfig, tmp_path: Path) -> None:
     assert d["all.export"] == ["/eos/ihep"]
     assert d["oss.localroot"] == [str(site.data_dir)]
     assert d["all.adminpath"] == d["all.pidpath"] == [str(site.run_dir)]
-    assert d["xrootd.chksum"] == ["adler32"]
+    assert d["xrootd.chksum"] == ["max 64 adler32"]
     assert set(d["xrd.allow"]) == {"host localhost", "host 127.0.0.1"}
     assert d["ofs.tpc"][0].endswith("pgm /usr/bin/xrdcp --server") and "autorm" in d["ofs.tpc"][0]
     assert d["xrd.protocol"] == ["XrdHttp:2443 libXrdHttp.so"]

@@ -150,7 +150,9 @@ def render_config(layout: SiteLayout, tls: TlsFiles | None) -> str:
         f"all.pidpath {layout.run_dir}",
         f"oss.localroot {layout.data_dir}",
         f"all.export {layout.export}",
-        "xrootd.chksum adler32",
+        # Up to 64 checksum jobs at once: with the default few, a batch of Tier-0 checks gets "job resources
+        # currently not available" and a 30 s client wait.
+        "xrootd.chksum max 64 adler32",
         # Third-party copy: the destination server pulls from the source with xrdcp.
         f"ofs.tpc autorm xfr {TPC_SLOTS} pgm {XRDCP_BIN} --server",
     ]

@@ -122,6 +122,7 @@ class DrainAnnouncementsOperator(BaseOperator):
         finally:
             producer.flush(10)
             consumer.close()
+            receiver.close()
         totals["blocks"] = sorted(blocks)
         outlet = context["outlet_events"][AssetAlias(BLOCK_ALIAS)]
         for block in totals["blocks"]:
