@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def xrootd_row(path: Path, nbytes: int, repeats: int) -> tuple[str, float, str]:
         return ("validation.read_back_adler32 (root:// via gfal2)", rate, value)
     finally:
         local.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
