@@ -6,10 +6,13 @@ Airflow runs as `airflow standalone` (scheduler, triggerer, DAG processor, API s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from rawflow.catalogue.base import Catalogue, ReplicaState
 from rawflow.grid import stack
 from rawflow.naming import DataType, block_id_for
 from rawflow.sites import SitesConfig, load_sites
+from rawflow.testing.fts3_double import Fts3Double
+from rawflow.transfer.engine import StorageSpec
 
 FILES_PER_DAY = 12
 DAG = "rawflow_block_raw"
@@ -38,7 +43,9 @@ class Grid:
     def catalogue(self) -> Catalogue:
         return get_catalogue(str(self.state.values["catalogue_url"]))
 
-    def announce(self, day: date, count: int = FILES_PER_DAY, first_sequence: int = 1) -> list[tuple[str, int]]:
+    def announce(
+        self, day: date, count: int = FILES_PER_DAY, sizes: tuple[int, int] = (8 * 1024, 256 * 1024)
+    ) -> list[tuple[str, int]]:
         from rawflow.announcer import Announcer
         from rawflow.kafka import KafkaSettings
         from rawflow.receiver import make_producer
@@ -47,7 +54,7 @@ class Grid:
         storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
         producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
         announcer = Announcer(storage, self.sites.tier0, producer)
-        files = announcer.make_files(count, day=day, sizes=(8 * 1024, 256 * 1024), first_sequence=first_sequence)
+        files = announcer.make_files(count, day=day, sizes=sizes)
         announcer.write(files)
         announcer.announce(files)
         return [(f.lfn, f.size) for f in files]
@@ -271,15 +278,9 @@ def test_corrupted_replica_is_caught_and_retransferred(grid: Grid) -> None:
     assert record is not None and adler32_bytes(on_disk[0].read_bytes()) == record.adler32
 
 
-def test_fts3_backend_through_the_dag(grid: Grid) -> None:
-    """The block DAG with the fts3 backend: jobs go to an FTS3-REST test double (no FTS server can run here),
-    the task defers while the jobs run, each file is copied exactly once."""
-    import secrets
-
-    from rawflow.testing.fts3_double import Fts3Double
-    from rawflow.transfer.engine import StorageSpec
-
-    day = _days_ago(1)
+@contextlib.contextmanager
+def fts3_backend(grid: Grid) -> Iterator[Fts3Double]:
+    """Point the grid's Airflow at an FTS3-REST test double (no FTS server can run here) for the block's copies."""
     token = secrets.token_urlsafe(24)
     spec = StorageSpec(options={"bearer_token": grid.state.secrets()["storage_token"]})
     with Fts3Double(token=token, storage=spec) as fts:
@@ -290,12 +291,20 @@ def test_fts3_backend_through_the_dag(grid: Grid) -> None:
         )
         grid.api.set_variable("rawflow_transfer_backend", "fts3")
         try:
-            files = grid.announce(day)
-            grid.wait_registered(day, FILES_PER_DAY)
-            run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
-            assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+            yield fts
         finally:
+            fts.gate.set()
             grid.api.set_variable("rawflow_transfer_backend", "gfal2")
+
+
+def test_fts3_backend_through_the_dag(grid: Grid) -> None:
+    """The block DAG with the fts3 backend: the task defers while the jobs run, each file is copied once."""
+    day = _days_ago(1)
+    with fts3_backend(grid) as fts:
+        files = grid.announce(day)
+        grid.wait_registered(day, FILES_PER_DAY)
+        run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+        assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
         lfns = [lfn for lfn, _ in files]
         expected = _expected_assignments(grid, lfns)
         progress = grid.progress(day)
@@ -305,3 +314,105 @@ def test_fts3_backend_through_the_dag(grid: Grid) -> None:
         # Airflow 3.3 sometimes fails a task that resumes from a deferral (apache/airflow#72716: a stale
         # executor event); the retry re-plans, finds the files there and copies nothing again, as asserted above.
         assert len(fts.jobs) >= len(expected)
+
+
+def _processes_of(home: str | None, title: str) -> list[int]:
+    """PIDs whose command line contains ``title`` and (with ``home``) whose AIRFLOW_HOME is this grid's: other
+    grids may run. A process that set its title (setproctitle) may have overwritten its environment: pass None
+    and a title that is unique by itself (a task's UUID)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if title in cmdline and (home is None or f"AIRFLOW_HOME={home}".encode() in environ):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_triggerer_killed_while_fts_jobs_wait_run_recovers_nothing_submitted_twice(grid: Grid) -> None:
+    day = _days_ago(7)
+    home = str(grid.state.values["airflow_home"])
+    with fts3_backend(grid) as fts:
+        fts.gate.clear()  # jobs stay SUBMITTED at "FTS" until the triggerer has been killed and replaced
+        files = grid.announce(day)
+        grid.wait_registered(day, FILES_PER_DAY)
+        run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+
+        def deferred_on_fts() -> bool:
+            states = [ti["state"] for ti in grid.api.task_instances(DAG, run_id) if ti["task_id"] == "replicate"]
+            return len(fts.jobs) >= 3 and states.count("deferred") >= 3
+
+        _wait(deferred_on_fts, "replicate tasks deferred on FTS3 jobs")
+        submitted_before = len(fts.jobs)
+        triggerers = _processes_of(home, "airflow triggerer")
+        assert triggerers, "the standalone triggerer process was not found"
+        for pid in triggerers:
+            os.kill(pid, signal.SIGKILL)
+        grid.state.start_triggerer()
+        fts.gate.set()
+        assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+
+    lfns = [lfn for lfn, _ in files]
+    expected = _expected_assignments(grid, lfns)
+    progress = grid.progress(day)
+    assert all(p.processed == expected[name] and p.pending == 0 for name, p in progress.items()), progress
+    # The new triggerer took the waits over; no job was submitted again, no file copied twice.
+    assert fts.copies == sum(expected.values())
+    # Each destination was in exactly one FTS job: the retried waits resubmitted nothing under a new id.
+    per_job = [{row.dest_surl for row in job.rows} for job in fts.jobs.values()]
+    all_destinations = [dest for dests in per_job for dest in dests]
+    assert len(all_destinations) == len(set(all_destinations)) == sum(expected.values())
+    assert submitted_before >= 3
+
+
+def test_worker_killed_mid_transfer_run_recovers(grid: Grid) -> None:
+    """SIGKILL the task process while it copies (gfal2 backend): Airflow retries the task, which finds what was
+    already copied (right size and adler32) and copies only the rest; every replica ends validated."""
+    day = _days_ago(8)
+    files = grid.announce(day, count=24, sizes=(6 * 1024 * 1024, 8 * 1024 * 1024))
+    grid.wait_registered(day, 24)
+    run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+    catalogue = grid.catalogue()
+    try:
+
+        def copying_to_cnaf() -> bool:
+            states = catalogue.replica_states([lfn for lfn, _ in files], site="CNAF-STORM")
+            return any(by["CNAF-STORM"].state is ReplicaState.COPYING for by in states.values())
+
+        _wait(copying_to_cnaf, "copies to CNAF-STORM under way", timeout=300)
+        tis = {
+            ti["rendered_map_index"]: ti for ti in grid.api.task_instances(DAG, run_id) if ti["task_id"] == "replicate"
+        }
+        victims = _processes_of(None, f"airflow worker -- {tis['CNAF-STORM']['id']}")
+        assert victims, "the CNAF-STORM task process was not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        catalogue.close()
+    assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+    tries = [
+        ti["try_number"] for ti in grid.api.task_instances(DAG, run_id) if ti["rendered_map_index"] == "CNAF-STORM"
+    ]
+    assert tries == [2]
+    progress = grid.progress(day)
+    assert all(p.pending == 0 and p.problematic == 0 for p in progress.values()), progress
+    catalogue = grid.catalogue()
+    try:
+        replicas = catalogue.replica_states([lfn for lfn, _ in files], site="CNAF-STORM")
+        # One interrupted attempt at most: a file is never copied more than twice, and only if the kill caught it.
+        assert {by["CNAF-STORM"].state for by in replicas.values()} == {ReplicaState.VALIDATED}
+        assert max(by["CNAF-STORM"].attempts for by in replicas.values()) <= 2
+    finally:
+        catalogue.close()

@@ -83,6 +83,26 @@ class GridState:
         daemon = self.local_sites.start_site(name)
         self.add(f"xrootd:{name}", daemon, endpoint=self.local_sites.url_prefixes[name])
 
+    def start_triggerer(self) -> None:
+        """Start a separate `airflow triggerer` (e.g. after the standalone one was killed in a drill); `down`
+        stops it too. It takes over the dead triggerer's triggers once that one's heartbeat is stale."""
+        from rawflow.grid.airflow import AirflowPorts, airflow_bin, airflow_env
+
+        api, worker_log, _ = self.values["airflow_ports"]
+        ports = AirflowPorts(api=api, worker_log=worker_log, trigger_log=free_port())
+        env = airflow_env(
+            home=Path(self.values["airflow_home"]), repo=REPO, ports=ports, database_url=self.values["airflow_db"]
+        )
+        daemon = start_daemon(
+            "triggerer",
+            [airflow_bin(), "triggerer"],
+            log=self.grid_dir / "triggerer.log",
+            env=env,
+            ready=lambda: port_open(ports.trigger_log),
+            timeout=120,
+        )
+        self.add("triggerer", daemon, endpoint=f"127.0.0.1:{ports.trigger_log}")
+
     def secrets(self) -> dict[str, str]:
         """Tokens generated once per grid (never in code, never printed)."""
         if self.secrets_file.exists():
@@ -255,7 +275,13 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
     url = f"http://127.0.0.1:{ports.api}"
     state.add("airflow", daemon, endpoint=url, airflow_home=str(home))
     state.values.update(
-        {"airflow_url": url, "airflow_user": "admin", "airflow_password_file": str(home / "passwords.json")}
+        {
+            "airflow_url": url,
+            "airflow_user": "admin",
+            "airflow_password_file": str(home / "passwords.json"),
+            "airflow_home": str(home),
+            "airflow_ports": [ports.api, ports.worker_log, ports.trigger_log],
+        }
     )
     state.save()
     progress(f"Airflow UI: {url}  login: admin / {password}")

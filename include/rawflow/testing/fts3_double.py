@@ -187,6 +187,9 @@ class Fts3Double:
         self.copies = 0  # files the worker actually copied (not skipped, not failed): tests count resubmissions
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
+        # Cleared by a test to keep submitted jobs SUBMITTED (as a busy FTS does) until it is set again.
+        self.gate = threading.Event()
+        self.gate.set()
         self._next_file_id = 1
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -213,6 +216,7 @@ class Fts3Double:
         return self
 
     def stop(self) -> None:
+        self.gate.set()
         self._queue.put(None)
         self._server.shutdown()
         self._server.server_close()
@@ -349,6 +353,7 @@ class Fts3Double:
             job_id = self._queue.get()
             if job_id is None:
                 return
+            self.gate.wait()
             try:
                 self._run(job_id)
             except Exception as exc:  # the worker must survive one bad job
