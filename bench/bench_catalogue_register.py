@@ -10,7 +10,6 @@ timed call is one ``register_files`` of the whole block at one site, then an ide
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 
 from rawflow.catalogue import Catalogue, FileRecord, get_catalogue  # noqa: E402
-from rawflow.grid.postgres import TEST_URL_ENV, create_database, drop_database, start_postgres, stop_postgres  # noqa: E402
+from rawflow.grid.postgres import create_database, drop_database, postgres_admin_url  # noqa: E402
 from rawflow.grid.rucio_server import start_rucio_server, stop_rucio_server  # noqa: E402
 from rawflow.naming import DataType, RawFileName, block_id_for, lfn_for  # noqa: E402
 
@@ -58,19 +57,6 @@ def day_block(n: int) -> list[FileRecord]:
             )
         )
     return records
-
-
-@contextmanager
-def postgres_admin_url() -> Iterator[str]:
-    external = os.environ.get(TEST_URL_ENV)
-    if external:
-        yield external
-        return
-    instance = start_postgres()
-    try:
-        yield instance.url
-    finally:
-        stop_postgres(instance)
 
 
 @contextmanager

@@ -41,7 +41,7 @@ from rawflow.announcer import Announcer, SyntheticFile  # noqa: E402
 from rawflow.catalogue import get_catalogue  # noqa: E402
 from rawflow.checks import Limits, StorageCheck  # noqa: E402
 from rawflow.grid.broker import Broker, start_broker, stop_broker  # noqa: E402
-from rawflow.grid.postgres import TEST_URL_ENV, create_database, drop_database, start_postgres, stop_postgres  # noqa: E402
+from rawflow.grid.postgres import create_database, drop_database, postgres_admin_url  # noqa: E402
 from rawflow.grid.xrootd import LocalSites, start_sites  # noqa: E402
 from rawflow.kafka import KafkaSettings, Topics, consumer_config, ensure_topics, producer_config  # noqa: E402
 from rawflow.notify import LogNotifier  # noqa: E402
@@ -52,19 +52,6 @@ from rawflow.storage.gfal2_storage import Gfal2Storage  # noqa: E402
 
 DAY = date(2025, 11, 1)
 TARGET = 2000.0
-
-
-@contextmanager
-def postgres_admin_url() -> Iterator[str]:
-    external = os.environ.get(TEST_URL_ENV)
-    if external:
-        yield external
-        return
-    instance = start_postgres()
-    try:
-        yield instance.url
-    finally:
-        stop_postgres(instance)
 
 
 @contextmanager

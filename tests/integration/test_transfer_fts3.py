@@ -3,19 +3,15 @@ between the real loopback xrootd sites with gfal2."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pytest
 from fts3.rest.client import easy
 from fts3.rest.client.exceptions import ClientError
 
 from rawflow.grid.xrootd import LocalSites
-from rawflow.sites import SitesConfig
 from rawflow.storage.gfal2_storage import Gfal2Storage
 from rawflow.testing.fts3_double import Fts3Double
 from rawflow.transfer import (
@@ -29,37 +25,7 @@ from rawflow.transfer import (
     get_transfertool,
 )
 from rawflow.transfer.fts3_tool import Fts3Transfertool
-
-T0, CNAF, JINR, IN2P3 = "IHEP-EOS", "CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE"
-
-
-@dataclass(frozen=True)
-class Seeded:
-    lfn: str
-    data: bytes
-
-    @property
-    def adler32(self) -> str:
-        return f"{zlib.adler32(self.data) & 0xFFFFFFFF:08x}"
-
-
-def seed(storage: Gfal2Storage, sites: SitesConfig, site: str, count: int, size: int = 32 * 1024) -> list[Seeded]:
-    tag = secrets.token_hex(4)
-    files = [Seeded(f"/juno/test/{tag}/f{i:03d}.dat", os.urandom(size + i)) for i in range(count)]
-    for f in files:
-        storage.put_bytes(sites[site].pfn(f.lfn), f.data)
-    return files
-
-
-def transfer(f: Seeded, sites: SitesConfig, to: str, *sources: str, hops: tuple[str, ...] = ()) -> TransferFile:
-    return TransferFile(
-        f.lfn,
-        tuple(sites[s].pfn(f.lfn) for s in sources),
-        sites[to].pfn(f.lfn),
-        len(f.data),
-        f.adler32,
-        tuple(sites[h].pfn(f.lfn) for h in hops),
-    )
+from tests.integration.transfer_files import CNAF, IN2P3, JINR, T0, Seeded, seed, transfer
 
 
 def wait(tool: Fts3Transfertool, ids: Sequence[str], timeout: float = 120) -> dict[str, JobStatus]:
@@ -94,7 +60,7 @@ def test_bulk_job_copies_with_checksum_verification(
     tool: Fts3Transfertool, storage: Gfal2Storage, local_sites: LocalSites, fts3_double: Fts3Double
 ) -> None:
     sites = local_sites.sites_config
-    files = seed(storage, sites, T0, 4)
+    files = seed(storage, sites, T0, 4, size=32 * 1024)
     job = TransferJob("fts-bulk-" + files[0].lfn, tuple(transfer(f, sites, IN2P3, T0) for f in files))
     description = tool.job_description(job)
     assert description["params"]["verify_checksum"] == "both"
@@ -117,7 +83,7 @@ def test_multi_source_alternative_is_used_when_the_first_source_is_missing(
     tool: Fts3Transfertool, storage: Gfal2Storage, local_sites: LocalSites
 ) -> None:
     sites = local_sites.sites_config
-    [f] = seed(storage, sites, CNAF, 1)  # not at the tier-0: its first source is missing
+    [f] = seed(storage, sites, CNAF, 1, size=32 * 1024)  # not at the tier-0: its first source is missing
     job = TransferJob("fts-alt-" + f.lfn, (transfer(f, sites, IN2P3, T0, CNAF),))
     description = tool.job_description(job)
     assert description["files"][0]["sources"] == [sites[T0].pfn(f.lfn), sites[CNAF].pfn(f.lfn)]
@@ -137,7 +103,7 @@ def test_resubmission_with_the_same_sid_returns_the_job_and_copies_nothing(
     tool: Fts3Transfertool, storage: Gfal2Storage, local_sites: LocalSites, fts3_double: Fts3Double
 ) -> None:
     sites = local_sites.sites_config
-    files = seed(storage, sites, T0, 3)
+    files = seed(storage, sites, T0, 3, size=32 * 1024)
     job = TransferJob("fts-again-" + files[0].lfn, tuple(transfer(f, sites, JINR, T0) for f in files))
     [job_id] = tool.submit([job])
     assert wait(tool, [job_id])[job_id].state is JobState.FINISHED
@@ -154,7 +120,7 @@ def test_resubmission_with_the_same_sid_returns_the_job_and_copies_nothing(
 
 def test_multihop_jinr_via_cnaf(tool: Fts3Transfertool, storage: Gfal2Storage, local_sites: LocalSites) -> None:
     sites = local_sites.sites_config
-    [f] = seed(storage, sites, T0, 1)
+    [f] = seed(storage, sites, T0, 1, size=32 * 1024)
     job = TransferJob("fts-multihop-" + f.lfn, (transfer(f, sites, JINR, T0, hops=(CNAF,)),))
     description = tool.job_description(job)
     assert description["params"]["multihop"] is True
@@ -174,7 +140,7 @@ def test_checksum_mismatch_and_existing_destination_fail_the_file(
     tool: Fts3Transfertool, storage: Gfal2Storage, local_sites: LocalSites
 ) -> None:
     sites = local_sites.sites_config
-    lying, existing = seed(storage, sites, T0, 2)
+    lying, existing = seed(storage, sites, T0, 2, size=32 * 1024)
     storage.put_bytes(sites[IN2P3].pfn(existing.lfn), existing.data)
     wrong = TransferFile(
         lying.lfn, (sites[T0].pfn(lying.lfn),), sites[IN2P3].pfn(lying.lfn), len(lying.data), "0badc0de"

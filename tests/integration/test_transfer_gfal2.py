@@ -2,51 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import zlib
-from dataclasses import dataclass
 
 import pytest
 
 from rawflow.grid.xrootd import LocalSites
-from rawflow.sites import SitesConfig
 from rawflow.storage.gfal2_storage import Gfal2Storage
 from rawflow.transfer import FileState, JobState, TransferFile, TransferJob, get_transfertool
 from rawflow.transfer.engine import StorageSpec
 from rawflow.transfer.gfal2_tool import Gfal2Transfertool
-
-T0, CNAF, JINR, IN2P3 = "IHEP-EOS", "CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE"
-
-
-@dataclass(frozen=True)
-class Seeded:
-    lfn: str
-    data: bytes
-
-    @property
-    def adler32(self) -> str:
-        return f"{zlib.adler32(self.data) & 0xFFFFFFFF:08x}"
-
-
-def seed(storage: Gfal2Storage, sites: SitesConfig, site: str, count: int, size: int = 64 * 1024) -> list[Seeded]:
-    """Files with random content at ``site`` under a fresh directory."""
-    tag = secrets.token_hex(4)
-    files = [Seeded(f"/juno/test/{tag}/f{i:03d}.dat", os.urandom(size + i)) for i in range(count)]
-    for f in files:
-        storage.put_bytes(sites[site].pfn(f.lfn), f.data)
-    return files
-
-
-def transfer(f: Seeded, sites: SitesConfig, to: str, *sources: str, hops: tuple[str, ...] = ()) -> TransferFile:
-    return TransferFile(
-        lfn=f.lfn,
-        sources=tuple(sites[s].pfn(f.lfn) for s in sources),
-        destination=sites[to].pfn(f.lfn),
-        size=len(f.data),
-        adler32=f.adler32,
-        hops=tuple(sites[h].pfn(f.lfn) for h in hops),
-    )
+from tests.integration.transfer_files import CNAF, IN2P3, JINR, T0, Seeded, seed, transfer
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -154,3 +156,17 @@ def create_database(admin_url: str, prefix: str = "rawflow") -> str:
 def drop_database(admin_url: str, database_url: str) -> None:
     name = urlsplit(database_url).path.lstrip("/")
     _admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def postgres_admin_url() -> Iterator[str]:
+    """An admin URL for the duration: ``$RAWFLOW_TEST_PG_URL`` if set, else a private server started and stopped here."""
+    external = os.environ.get(TEST_URL_ENV)
+    if external:
+        yield external
+        return
+    instance = start_postgres()
+    try:
+        yield instance.url
+    finally:
+        stop_postgres(instance)
