@@ -249,25 +249,6 @@ def test_missing_file_on_davs_is_not_found(local_sites: LocalSites, storage: Gfa
         storage.stat(local_sites.url_prefixes["CNAF-STORM"] + "/juno/raw/none.dat")
 
 
-@pytest.mark.skipif(not os.environ.get("RAWFLOW_MEASURE"), reason="set RAWFLOW_MEASURE=1 to measure copy rates")
-def test_measure_bulk_and_large_tpc(local_sites: LocalSites, storage: Gfal2Storage) -> None:
-    src = _scratch(local_sites.doors["IHEP-EOS"]["root"])
-    dst = _scratch(local_sites.doors["CNAF-STORM"]["root"])
-    files = _seed(storage, src, 200, size=1 << 20)
-    requests = [CopyRequest(u, u.replace(src, dst)) for u in files]
-    started = time.monotonic()
-    results = storage.copy(requests, tpc="only", parallel=20)
-    bulk = time.monotonic() - started
-    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
-    big_data = os.urandom(1 << 20) * 1024
-    storage.put_bytes(f"{src}/big.dat", big_data)
-    started = time.monotonic()
-    (big,) = storage.copy([CopyRequest(f"{src}/big.dat", f"{dst}/big.dat")], tpc="only")
-    large = time.monotonic() - started
-    assert big.ok and big.bytes == 1 << 30
-    print(f"\nbulk TPC 200 x 1 MiB: {bulk:.1f} s = {bulk / 200 * 1000:.0f} ms/file; 1 GiB TPC: {large:.1f} s")
-
-
 def test_gfal2_leaves_the_callers_signals_alone(local_sites: LocalSites) -> None:
     """gfal2 blocks SIGTERM/SIGINT in the thread that makes a context; the storage must undo that."""
     fresh = Gfal2Storage()
