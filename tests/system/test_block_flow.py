@@ -177,6 +177,10 @@ def test_backfill_three_days_twice_second_pass_moves_nothing(grid: Grid) -> None
 def _rerun(grid: Grid, days: list[date], run_ids: list[str], timeout: float = 600) -> list[str]:
     """Backfill ``days`` again with reprocessing: Airflow clears and re-runs the existing runs (same run ids)."""
     before = {r["dag_run_id"]: r["end_date"] for r in grid.api.runs(DAG) if r["dag_run_id"] in run_ids}
+    # Let the scheduler finish with the runs first: a reprocessing backfill that arrives while the scheduler is
+    # still handling a just-finished run can make Airflow 3.3's scheduler die (IntegrityError on the run's task
+    # instances, then ObjectDeletedError), and `airflow standalone` does not restart it.
+    time.sleep(15)
     backfill = grid.api.backfill(DAG, f"{days[0]}T00:00:00Z", f"{days[-1]}T00:00:00Z", reprocess="completed")
     deadline = time.monotonic() + timeout
     while True:
