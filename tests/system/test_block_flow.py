@@ -156,12 +156,12 @@ def test_backfill_three_days_twice_second_pass_moves_nothing(grid: Grid) -> None
                 assert summary.get(site.name, {}) == {ReplicaState.VALIDATED: expected[site.name]}
             block = catalogue.get_block(DataType.RAW, block_id_for(day))
             assert block is not None and not block.is_open and block.files == FILES_PER_DAY
-            # Every byte the sites should hold was moved exactly once.
-            run_id = next(r for r, d in zip(run_ids, days, strict=True) if d == day)
-            results = grid.replicate_results(run_id)
-            moved = sum(int(r["bytes"]) for r in results.values())  # type: ignore[call-overload]
-            wanted = sum(sizes[lfn] for site in grid.sites.destinations for lfn in lfns if site.keeps(lfn))
-            assert moved == wanted + sum(sizes.values())  # destinations + tape
+            # The bytes each site holds are exactly the bytes of the files its share gives it.
+            for site in [*grid.sites.destinations, grid.sites.archive]:
+                held = catalogue.replica_states(lfns, site=site.name)
+                assert sum(sizes[lfn] for lfn in held if site.name in held[lfn]) == sum(
+                    sizes[lfn] for lfn in lfns if site.archive or site.keeps(lfn)
+                )
     finally:
         catalogue.close()
 
@@ -267,10 +267,8 @@ def test_corrupted_replica_is_caught_and_retransferred(grid: Grid) -> None:
     data[len(data) // 2] ^= 0xFF
     on_disk[0].write_bytes(bytes(data))
 
-    (rerun_id,) = _rerun(grid, [day], [run_id])
+    _rerun(grid, [day], [run_id])
 
-    results = grid.replicate_results(rerun_id)
-    assert results["JINR-EOS"]["copied"] == 1
     catalogue = grid.catalogue()
     try:
         info = catalogue.replica_states([victim], site="JINR-EOS")[victim]["JINR-EOS"]
