@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from rawflow.catalogue.base import Catalogue, ReplicaState, as_utc, utc_now
-from rawflow.catalogue.sql import engine_url
+from rawflow.catalogue.sql import engine_url, sqlite_pragmas
 from rawflow.catalogue.sql import files as files_table
 from rawflow.catalogue.sql import replicas as replicas_table
 from rawflow.errors import PermanentError, TransientError
@@ -222,14 +222,6 @@ class KafkaStatus:
 # -- the store ------------------------------------------------------------------------------------------------
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # The block operators of several sites write at once; wait for the lock instead of failing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
 @contextlib.contextmanager
 def _database_errors() -> Iterator[None]:
     try:
@@ -247,7 +239,7 @@ class MonitoringStore:
         else:
             self.engine = sa.create_engine(engine_url(url_or_engine), pool_pre_ping=True)
             if self.engine.dialect.name == "sqlite":
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self.engine, "connect", sqlite_pragmas)
         self._dialect = self.engine.dialect.name
         if self._dialect not in ("sqlite", "postgresql"):
             raise PermanentError(f"monitoring supports SQLite and PostgreSQL, not {self._dialect}")

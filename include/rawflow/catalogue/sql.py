@@ -114,7 +114,8 @@ def engine_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Connection settings for every SQLite database Rawflow writes (catalogue, quarantine, monitoring)."""
     # WAL lets readers run beside the writer; the busy timeout makes concurrent writers wait, not fail.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -144,7 +145,7 @@ class SqlCatalogue:
         self._engine: Engine = sa.create_engine(self.url, echo=echo, pool_pre_ping=True)
         self._dialect = self._engine.dialect.name
         if self._dialect == "sqlite":
-            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self._engine, "connect", sqlite_pragmas)
         elif self._dialect != "postgresql":
             raise PermanentError(f"the sql catalogue supports SQLite and PostgreSQL, not {self._dialect}")
         if create:
