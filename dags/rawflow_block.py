@@ -15,7 +15,8 @@ from airflow.sdk import Asset, dag, task
 from rawflow_airflow.operators.block import ReplicateBlockSiteOperator
 from rawflow_airflow.timetables import BlockDayTimetable
 
-BLOCK_ID = "{{ data_interval_start.strftime('%Y%m%d') }}"
+# A block is a receiving day in the configured zone ([rawflow] receiving_day_timezone; see timetables.py).
+BLOCK_ID = "{{ dag.timetable.block_id(logical_date or dag_run.run_after) }}"
 
 
 def block_dag(data_type: str) -> None:
@@ -32,11 +33,14 @@ def block_dag(data_type: str) -> None:
     )
     def rawflow_block() -> None:
         @task
-        def targets(dag_run: Any = None) -> list[str]:
+        def targets(dag_run: Any = None, dag: Any = None) -> list[str]:
             from rawflow_airflow.tasks import block_targets
 
             # `rawflow block retransfer --site SE` triggers a run with conf {"sites": [SE]}.
-            return block_targets(only=(dag_run.conf or {}).get("sites") if dag_run else None)
+            return block_targets(
+                only=(dag_run.conf or {}).get("sites") if dag_run else None,
+                timezone=dag.timetable.timezone_name if dag is not None else None,
+            )
 
         replicate = ReplicateBlockSiteOperator.partial(
             task_id="replicate", data_type=data_type, pool="rawflow_transfers", map_index_template="{{ task.site }}"
@@ -46,10 +50,10 @@ def block_dag(data_type: str) -> None:
             trigger_rule="all_done",
             outlets=[Asset(name=f"rawflow-{data_type.lower()}-blocks-done", uri=f"rawflow://blocks/{data_type}/done")],
         )
-        def report(data_interval_start: Any = None) -> dict[str, Any]:
+        def report(logical_date: Any = None, dag_run: Any = None, dag: Any = None) -> dict[str, Any]:
             from rawflow_airflow.tasks import block_report
 
-            return block_report(data_type, data_interval_start.strftime("%Y%m%d"))
+            return block_report(data_type, dag.timetable.block_id(logical_date or dag_run.run_after))
 
         replicate >> report()
 

@@ -4,23 +4,39 @@ rawflow grid up [--no-airflow] [--postgres private|URL] [--api-port N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
-rawflow block status|close ID [--type RAW]
+rawflow block status|close|plan ID [--type RAW] [--site SE]
 rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
-rawflow file show LFN
-rawflow quarantine list [--reason R] | replay ID [ID ...] [--topic T]
+rawflow file show LFN|PATH|FILE-NAME
+rawflow quarantine list [--reason R] [--limit N] | replay ID [ID ...] [--topic T]
+
+Output: tables fit the terminal (``--wide``: never narrowed); ``--json`` gives JSON, errors included.
+Exit codes: 0 success; 1 not found or the operation failed (a block not in the catalogue, a storage or broker
+error, a grid process not running); 2 usage (a bad option or argument, an invalid name, a configuration error).
+An error is one line on stderr (``rawflow: ...``), or with ``--json`` one JSON object on stdout:
+``{"error": "...", "code": N}``. ``RAWFLOW_DEBUG=1`` shows the traceback of an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rawflow.errors import RawflowError
+from rawflow.errors import (
+    NotFoundError,
+    PermanentError,
+    RawflowError,
+    StorageError,
+    TransientError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from rawflow.airflow_api import AirflowAPI
@@ -28,18 +44,127 @@ if TYPE_CHECKING:
     from rawflow.quarantine import Quarantine
     from rawflow.sites import SitesConfig
 
+EXIT_OK = 0
+EXIT_FAILURE = 1  # not found, or the operation failed
+EXIT_USAGE = 2  # bad arguments, invalid names, configuration errors
 
-def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+# Set by main() from the parsed options; read by print_table (a subcommand need not pass it along).
+OUTPUT: dict[str, Any] = {"wide": False}
+
+
+# -- shared output helpers (other subcommands use these too) ------------------------------------------------
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code of an error (see the module docstring)."""
+    if isinstance(exc, NotFoundError | TransientError | PermanentError | StorageError):
+        return EXIT_FAILURE
+    if isinstance(exc, RawflowError):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def one_line(text: object) -> str:
+    """An error message on one line (driver errors carry SQL and links on further lines: the first line says it)."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(text).__name__
+
+
+def report_error(message: str, code: int, *, as_json: bool) -> int:
+    """Print one error: a line on stderr, or one JSON object on stdout with ``--json``. Returns ``code``."""
+    if as_json:
+        print(json.dumps({"error": message, "code": code}))
+    else:
+        print(f"rawflow: {message}", file=sys.stderr)
+    return code
+
+
+def format_time(value: datetime | None) -> str:
+    """A human-readable time that says its zone: ``2026-11-23 08:00:00 UTC`` (naive values are UTC)."""
+    if value is None:
+        return ""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return f"{aware.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive (must be 1 or more)")
+    return value
+
+
+def output_width() -> int | None:
+    """Columns the tables may use: the terminal's (or $COLUMNS); None (unlimited) for --wide or piped output."""
+    if OUTPUT.get("wide"):
+        return None
+    if "COLUMNS" in os.environ or sys.stdout.isatty():
+        return max(40, shutil.get_terminal_size().columns)
+    return None
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    optional: Sequence[str] = (),
+) -> list[str]:
+    """Print a table that fits the terminal. Returns the columns left out.
+
+    Cells are never cut with "…": a cell longer than its column wraps (every character stays, so an LFN is
+    copyable), and when even that does not fit, the ``optional`` columns are left out, in that order, with a
+    note naming them (``--wide`` shows everything).
+    """
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
-    # Piped output (logs, CI) gets a wide table instead of wrapped cells.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    texts = [[str(c) for c in row] for row in rows]
+    names = list(columns)
+
+    def needed(index: int) -> int:
+        cells = [names[index], *(row[index] for row in texts)]
+        return max(len(line) for cell in cells for line in (cell.splitlines() or [""]))
+
+    def table_width(keep: list[int]) -> int:
+        return sum(needed(i) + 3 for i in keep) + 1
+
+    keep = list(range(len(names)))
+    width = output_width()
+    dropped: list[str] = []
+    for name in optional:
+        if width is None or table_width(keep) <= width:
+            break
+        if name in names and names.index(name) in keep and len(keep) > 1:
+            keep.remove(names.index(name))
+            dropped.append(name)
+    table = Table(title=title, title_justify="left")
+    for i in keep:
+        table.add_column(names[i], overflow="fold")
+    for row in texts:
+        table.add_row(*(row[i] for i in keep))
+    console_width = width if width is not None else max(80, table_width(keep), len(title))
+    console = Console(width=console_width, soft_wrap=False, highlight=False)
+    console.print(table)
+    if dropped:
+        console.print(f"(left out to fit {width} columns: {', '.join(dropped)}; --wide shows them)")
+    return dropped
+
+
+def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Kept for callers of the old name: see :func:`print_table`."""
+    print_table(title, columns, rows)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a one-line :class:`UsageError` (JSON with --json), not usage text + exit."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -58,7 +183,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(s) for s in statuses], indent=2))
     else:
-        _print_table(
+        print_table(
             "Rawflow local grid",
             ("component", "pid", "running", "reachable", "endpoint"),
             [
@@ -66,31 +191,59 @@ def cmd_grid(args: argparse.Namespace) -> int:
                 for s in statuses
             ],
         )
-    return 0 if statuses and all(s.running for s in statuses) else 1
+    return EXIT_OK if statuses and all(s.running for s in statuses) else EXIT_FAILURE
 
 
 def cmd_sites(args: argparse.Namespace) -> int:
+    """The site policy in force: --config, else $RAWFLOW_SITES, else the running grid's, else config/sites.yaml."""
     from rawflow.sites import default_sites_path, load_sites
 
-    cfg = load_sites(args.config or default_sites_path())
+    path = args.config or os.environ.get("RAWFLOW_SITES") or _running_grid_sites_path()
+    cfg = load_sites(path or default_sites_path())
+    where = "the running grid's policy" if path and path == _running_grid_sites_path() else "policy file"
     if args.json:
-        print(json.dumps(cfg.to_raw(), indent=2))
-        return 0
-    _print_table(
-        f"Sites ({cfg.source}, checksum {cfg.checksum})",
-        ("site", "role", "share", "route", "url prefix"),
+        print(json.dumps({"source": cfg.source, **cfg.to_raw()}, indent=2))
+        return EXIT_OK
+    print_table(
+        f"Sites ({where} {cfg.source}; checksum {cfg.checksum}; receiving day in {cfg.timezone})",
+        ("site", "role", "gets", "route", "url prefix"),
         [
             (
                 s.name,
-                s.role + (" tier-0" if s.tier0 else "") + (" archive" if s.archive else ""),
-                str(s.share),
+                s.role + (", tier-0" if s.tier0 else "") + (", archive" if s.archive else ""),
+                _site_gets(s),
                 " → ".join(h.name for h in cfg.route_to(s.name)) if s.via else "direct",
                 s.url_prefix,
             )
             for s in cfg.sites.values()
         ],
+        optional=("route",),
     )
-    return 0
+    return EXIT_OK
+
+
+def _site_gets(site: Any) -> str:
+    """What a site receives of each block, in words (a tape archive has no share: it takes every file)."""
+    if site.archive:
+        return "every file (archive)"
+    if site.tier0:
+        return "source (raw data lands here)"
+    if site.share >= 1:
+        return "every file (share 1)"
+    if site.share > 0:
+        return f"share {site.share} (by LFN hash)"
+    return "nothing (share 0)"
+
+
+def _running_grid_sites_path() -> str | None:
+    """The local grid's site policy (its loopback URL prefixes) while some grid process runs."""
+    from rawflow.grid.process import pid_alive
+    from rawflow.grid.stack import GridState, default_var_dir
+
+    state = GridState.load(default_var_dir())
+    path = state.values.get("sites_path")
+    running = any(pid_alive(int(c["pid"])) for c in state.components.values())
+    return str(path) if path and running and Path(str(path)).exists() else None
 
 
 def cmd_name(args: argparse.Namespace) -> int:
@@ -154,18 +307,33 @@ def cmd_block(args: argparse.Namespace) -> int:
     data_type = DataType.parse(args.type)
     if args.action == "retransfer":
         return _retransfer(args, data_type)
+    sites = _sites(args)
+    only = [sites[args.site].name] if args.site else None  # an unknown site is a one-line error
+    if args.action == "close" and only:
+        raise UsageError("block close takes no --site: a block closes for every site")
     catalogue = get_catalogue(_catalogue_url(args))
     try:
+        if args.action == "plan":
+            return _plan(args, catalogue, sites, data_type, only)
         if args.action == "close":
+            if catalogue.get_block(data_type, args.block_id) is None:
+                raise NotFoundError(f"block {data_type.value}-{args.block_id} is not in the catalogue")
             closed = catalogue.close_block(data_type, args.block_id)
-            print(f"block {data_type.value}-{args.block_id}: {'closed' if closed else 'was already closed'}")
-            return 0
+            if args.json:
+                print(json.dumps({"block": f"{data_type.value}-{args.block_id}", "closed": True, "was_open": closed}))
+            else:
+                print(f"block {data_type.value}-{args.block_id}: {'closed' if closed else 'was already closed'}")
+            return EXIT_OK
         block = catalogue.get_block(data_type, args.block_id)
         if block is None:
-            raise RawflowError(f"block {data_type.value}-{args.block_id} is not in the catalogue")
-        progress = replication.block_status(catalogue, _sites(args), data_type, args.block_id)
+            raise NotFoundError(f"block {data_type.value}-{args.block_id} is not in the catalogue")
+        progress = replication.block_status(catalogue, sites, data_type, args.block_id)
     finally:
         catalogue.close()
+    if only:
+        progress = {name: p for name, p in progress.items() if name in only}
+        if not progress:
+            raise UsageError(f"site {only[0]} is not a target of blocks (it neither keeps a share nor archives)")
     if args.json:
         print(
             json.dumps(
@@ -179,8 +347,8 @@ def cmd_block(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        return 0
-    _print_table(
+        return EXIT_OK
+    print_table(
         f"{block.name} ({'open' if block.is_open else 'closed'}): {block.files} files, {block.bytes:,} bytes",
         ("site", "status", "assigned", "processed (%)", "problematic", "pending"),
         [
@@ -198,7 +366,71 @@ def cmd_block(args: argparse.Namespace) -> int:
     for name, p in progress.items():
         for lfn, why in list(p.reasons.items())[:5]:
             print(f"  {name}: {lfn}: {why}")
-    return 0
+    return EXIT_OK
+
+
+def _plan(
+    args: argparse.Namespace, catalogue: Any, sites: SitesConfig, data_type: DataType, only: list[str] | None
+) -> int:
+    """``block plan``: what a block run started now would transfer, per site. Reads the catalogue only."""
+    from datetime import timedelta
+
+    from rawflow.dry_run import plan_now
+    from rawflow.planning import RetryPolicy
+
+    retry = RetryPolicy(max_attempts=args.max_attempts, backoff=timedelta(seconds=args.backoff_seconds))
+    dry = plan_now(catalogue, sites, data_type, args.block_id, only=only, retry=retry)
+    if dry is None:
+        raise NotFoundError(f"block {data_type.value}-{args.block_id} is not in the catalogue")
+    if args.json:
+        print(json.dumps(dry.to_dict(), indent=2))
+        return EXIT_OK
+    state = "open" if dry.is_open else "closed"
+    print_table(
+        f"Plan for {dry.block} ({state}, {dry.files} files, {dry.bytes:,} bytes) as of {format_time(dry.as_of)}"
+        " — nothing is moved",
+        ("site", "route", "done/assigned", "to copy", "bytes", "from", "waiting", "problematic", "rate", "expected"),
+        [
+            (
+                s.site,
+                " → ".join(s.route),
+                f"{s.done}/{s.assigned}",
+                f"{s.files}" + (f" ({s.after_hop_files} after {s.route[-2]})" if s.after_hop_files else ""),
+                f"{s.bytes:,}",
+                ", ".join(f"{src} {n}" for src, n in s.sources.items()) or "-",
+                len(s.waiting),
+                len(s.problematic),
+                f"{_human_bytes(s.rate.bytes_per_second)}/s" if s.rate else "not measured",
+                _human_duration(s.expected_seconds),
+            )
+            for s in dry.sites
+        ],
+        optional=("rate", "problematic", "waiting", "route"),
+    )
+    for s in dry.sites:
+        for lfn, why in list(s.waiting.items())[:3]:
+            print(f"  {s.site}: waits: {lfn}: {why}")
+        for lfn, why in list(s.problematic.items())[:3]:
+            print(f"  {s.site}: problematic: {lfn}: {why}")
+    return EXIT_OK
+
+
+def _human_bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (no recent rate)"
+    if seconds < 1:
+        return "nothing to copy" if seconds == 0 else "< 1 s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
 
 
 def _airflow_api(args: argparse.Namespace) -> AirflowAPI:
@@ -226,17 +458,20 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     The replicas go back to REGISTERED (the planner transfers them again; the attempt count is kept, so each
     file gets one more try), with the previous error kept in the reason. The copy itself is done by the
     block DAG, triggered through Airflow's REST API with conf {"sites": [SITE]} for the block's day."""
+    from datetime import timedelta
+
     from rawflow.catalogue import ReplicaState, get_catalogue
     from rawflow.catalogue.base import utc_now
-    from rawflow.naming import block_name, parse_block_id
+    from rawflow.naming import block_name, day_zone, receiving_day_bounds
 
     if not args.site:
         raise RawflowError("block retransfer needs --site SITE")
-    site = _sites(args)[args.site].name
+    sites = _sites(args)
+    site = sites[args.site].name
     catalogue = get_catalogue(_catalogue_url(args))
     try:
         if catalogue.get_block(data_type, args.block_id) is None:
-            raise RawflowError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
+            raise NotFoundError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
         states = catalogue.replica_states(block=(data_type, args.block_id), site=site)
         by_error: dict[str | None, list[str]] = {}
         for lfn, at_site in states.items():
@@ -248,9 +483,12 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     finally:
         catalogue.close()
     marked = sum(len(lfns) for lfns in by_error.values())
-    # A manual run anywhere inside the block's day is that block's run; the time of day keeps it unique.
-    day = parse_block_id(args.block_id)
-    logical_date = f"{day.isoformat()}T{utc_now():%H:%M:%S.%f}Z"
+    # A manual run anywhere inside the block's receiving day (in the policy's zone) is that block's run; the time
+    # elapsed since midnight keeps it unique.
+    start, end = receiving_day_bounds(args.block_id, sites.timezone)
+    now = utc_now()
+    offset = now - now.astimezone(day_zone(sites.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
+    logical_date = min(start + offset, end - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
     dag_id = f"rawflow_block_{data_type.value.lower()}"
     run_id = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": [site]})
     result = {"block": block_name(data_type, args.block_id), "site": site, "marked": marked, "dag_id": dag_id}
@@ -262,15 +500,42 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     return 0
 
 
+def _resolve_lfn(catalogue: Any, text: str) -> str:
+    """An LFN from what the shifter has: the LFN, a full path at a site, or the bare file name.
+
+    A bare name does not say its receiving day (the directory it landed in): the days around the file's own
+    time stamp are looked up, as the naming scheme builds them.
+    """
+    from datetime import timedelta
+
+    from rawflow.naming import RawFileName, RawFilePath, lfn_for
+
+    if "/" in text:
+        if text.startswith("/juno/"):
+            return text
+        try:
+            return RawFilePath.parse(text).lfn
+        except RawflowError:
+            return text  # looked up as given; "not in the catalogue" if it is not an LFN
+    name = RawFileName.parse(text)
+    stamp = name.file_time.date()
+    candidates = [lfn_for(name.data_type, stamp + timedelta(days=d), name.name) for d in (0, 1, -1, 2)]
+    found = catalogue.get_files(candidates)
+    if not found:
+        raise NotFoundError(f"file {text} is not in the catalogue (looked for {candidates[0]} and the days around it)")
+    return next(lfn for lfn in candidates if lfn in found)
+
+
 def cmd_file(args: argparse.Namespace) -> int:
     from rawflow.catalogue import get_catalogue
 
     catalogue = get_catalogue(_catalogue_url(args))
     try:
-        record = catalogue.get_file(args.lfn)
+        lfn = _resolve_lfn(catalogue, args.lfn)
+        record = catalogue.get_file(lfn)
         if record is None:
-            raise RawflowError(f"file {args.lfn} is not in the catalogue")
-        replicas = catalogue.replica_states([args.lfn]).get(args.lfn, {})
+            raise NotFoundError(f"file {args.lfn} is not in the catalogue")
+        replicas = catalogue.replica_states([lfn]).get(lfn, {})
     finally:
         catalogue.close()
     sites = _sites(args)
@@ -298,22 +563,36 @@ def cmd_file(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
-    print(f"{record.lfn}\n  {record.size:,} bytes, adler32 {record.adler32}, {record.block}, run {record.run_number}")
-    _print_table(
-        "replicas",
-        ("site", "state", "attempts", "last error", "url"),
-        [(s, r["state"], r["attempts"], r["error"] or "", r["url"] or "") for s, r in replica_rows.items()],
+        return EXIT_OK
+    print(record.lfn)
+    print(
+        f"  {record.size:,} bytes, adler32 {record.adler32}, {record.block}, run {record.run_number}, "
+        f"received {format_time(record.received_at)}"
     )
-    return 0
+    print_table(
+        "replicas",
+        ("site", "state", "attempts", "updated", "last error", "url"),
+        [
+            (s, r["state"], r["attempts"], format_time(replicas[s].updated_at), r["error"] or "", r["url"] or "")
+            for s, r in replica_rows.items()
+        ],
+        optional=("url", "updated", "attempts"),
+    )
+    return EXIT_OK
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
+    from rawflow.messages import Reason
     from rawflow.quarantine import Quarantine
 
+    if args.reason is not None and args.reason not in {r.value for r in Reason}:
+        known = ", ".join(sorted(r.value for r in Reason))
+        raise UsageError(f"unknown quarantine reason {args.reason!r}; known: {known}")
     url = args.quarantine or _catalogue_url(args)
     if args.action == "replay":
         return _replay(args, Quarantine(url))
+    if args.ids:
+        raise UsageError("quarantine list takes no message ids (they are for replay)")
     entries = Quarantine(url).list(reason=args.reason, limit=args.limit)
     if args.json:
         print(
@@ -336,23 +615,24 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        return 0
-    _print_table(
-        f"quarantine ({len(entries)} shown)",
-        ("id", "received", "topic/partition/offset", "reason", "why", "lfn"),
+        return EXIT_OK
+    print_table(
+        f"quarantine ({len(entries)} shown{', at most ' + str(args.limit) if len(entries) >= args.limit else ''})",
+        ("id", "received", "topic/partition/offset", "reason", "lfn", "why"),
         [
             (
                 e.id,
-                f"{e.received_at:%Y-%m-%d %H:%M:%S}",
+                format_time(e.received_at),
                 f"{e.topic}/{e.partition}/{e.offset}",
                 e.reason,
-                e.reason_text,
                 e.lfn or "",
+                e.reason_text,
             )
             for e in entries
         ],
+        optional=("topic/partition/offset", "received"),
     )
-    return 0
+    return EXIT_OK
 
 
 def _replay(args: argparse.Namespace, quarantine: Quarantine) -> int:
@@ -377,61 +657,125 @@ def _replay(args: argparse.Namespace, quarantine: Quarantine) -> int:
     return 0
 
 
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help='JSON on stdout (errors too: {"error", "code"})')
+    parser.add_argument("--wide", action="store_true", help="do not fit tables to the terminal width")
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
-    parser.add_argument("--json", action="store_true")
+    _add_output_options(parser)
+
+
+EXIT_CODES_HELP = "exit codes: 0 ok; 1 not found or failed; 2 usage or configuration error"
+
+BLOCK_HELP = (
+    """actions:
+  status ID      files, bytes and per-site progress (assigned / processed / problematic / pending) of a block
+  close ID       close the block: no more files are registered into it; runs finish once every site is done
+  plan ID        dry run: what a block run started now would copy to each site (files, bytes, sources, routes,
+                 expected duration at the recently measured rate), from the same planner; moves nothing
+  retransfer ID  mark the --site's bad replicas of the block for one more attempt and trigger a block DAG run
+                 for that site (through Airflow, never around it)
+
+ID is the receiving day YYYYMMDD (a calendar day in the time zone of config/sites.yaml).
+"""
+    + EXIT_CODES_HELP
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rawflow", description="Rawflow raw-data management: grid and operations")
+    parser = _Parser(
+        prog="rawflow",
+        description="Rawflow raw-data management: grid and operations",
+        epilog=EXIT_CODES_HELP,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    raw = argparse.RawDescriptionHelpFormatter
 
-    grid = sub.add_parser("grid", help="start, stop or check the local grid")
+    grid = sub.add_parser(
+        "grid",
+        help="start, stop or check the local grid",
+        formatter_class=raw,
+        epilog="actions:\n  up      start every part not running\n  down    stop every recorded process\n"
+        "  status  each process: pid, running, answering, endpoint (exit 1 if one is not running)\n\n"
+        + EXIT_CODES_HELP,
+    )
     grid.add_argument("action", choices=("up", "down", "status"))
     grid.add_argument("--var", help="state directory (default: $RAWFLOW_VAR or ./var)")
     grid.add_argument("--no-airflow", action="store_true", help="start only the middleware")
     grid.add_argument("--postgres", help="'private' (start one) or a server URL; default: SQLite")
     grid.add_argument("--api-port", type=int, default=8080, help="Airflow UI/API port if free (default 8080)")
-    grid.add_argument("--json", action="store_true")
+    _add_output_options(grid)
     grid.set_defaults(func=cmd_grid)
 
-    sites = sub.add_parser("sites", help="show the site policy")
-    sites.add_argument("--config", help="sites file (default: $RAWFLOW_SITES or config/sites.yaml)")
-    sites.add_argument("--json", action="store_true")
+    sites = sub.add_parser(
+        "sites", help="show the site policy (the running grid's, if one runs)", epilog=EXIT_CODES_HELP
+    )
+    sites.add_argument("--config", help="sites file (default: $RAWFLOW_SITES, the running grid's, config/sites.yaml)")
+    _add_output_options(sites)
     sites.set_defaults(func=cmd_sites)
 
     name = sub.add_parser("name", help="parse a raw file name, path or LFN (one-line error if it does not parse)")
     name.add_argument("name")
-    name.add_argument("--json", action="store_true")
+    _add_output_options(name)
     name.set_defaults(func=cmd_name)
 
-    block = sub.add_parser("block", help="a block's state per site, or close it")
-    block.add_argument("action", choices=("status", "close", "retransfer"))
+    block = sub.add_parser(
+        "block",
+        help="a block: status, close, plan (dry run), retransfer",
+        description="One block (receiving day) of one data type.",
+        formatter_class=raw,
+        epilog=BLOCK_HELP,
+    )
+    block.add_argument("action", choices=("status", "close", "plan", "retransfer"), help="see actions below")
     block.add_argument("block_id", help="YYYYMMDD")
     block.add_argument("--type", default="RAW", help="RAW or RTRAW")
-    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried")
+    block.add_argument(
+        "--site", help="status, plan: only this site; retransfer: the site whose bad replicas are retried"
+    )
     block.add_argument(
         "--airflow-url", help="retransfer: Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)"
+    )
+    block.add_argument(
+        "--max-attempts", type=positive_int, default=3, help="plan: the block DAG's rawflow_max_attempts (3)"
+    )
+    block.add_argument(
+        "--backoff-seconds",
+        type=positive_int,
+        default=60,
+        help="plan: the block DAG's rawflow_retransfer_backoff_seconds (60)",
     )
     _add_catalogue_options(block)
     block.set_defaults(func=cmd_block)
 
-    file = sub.add_parser("file", help="one file's catalogue entry and replicas")
+    file = sub.add_parser(
+        "file",
+        help="one file's catalogue entry and replicas",
+        formatter_class=raw,
+        epilog="actions:\n  show FILE  FILE is the LFN, a path at a site or the bare file name\n\n" + EXIT_CODES_HELP,
+    )
     file.add_argument("action", choices=("show",))
-    file.add_argument("lfn")
+    file.add_argument("lfn", metavar="FILE", help="LFN (/juno/raw/YYYY/mmdd/NAME), path, or file name")
     _add_catalogue_options(file)
     file.set_defaults(func=cmd_file)
 
-    quarantine = sub.add_parser("quarantine", help="rejected announcements, with their reasons")
+    quarantine = sub.add_parser(
+        "quarantine",
+        help="rejected announcements, with their reasons",
+        formatter_class=raw,
+        epilog="actions:\n  list           quarantined messages, oldest first (--reason, --limit)\n"
+        "  replay ID ...  publish them again (e.g. after the file was fixed at the Tier-0)\n\n" + EXIT_CODES_HELP,
+    )
     quarantine.add_argument("action", choices=("list", "replay"))
     quarantine.add_argument("ids", nargs="*", type=int, help="replay: quarantined message ids")
     quarantine.add_argument("--topic", help="replay: publish to this topic instead of each message's own")
     quarantine.add_argument(
         "--bootstrap", help="replay: Kafka bootstrap (default: $RAWFLOW_KAFKA_BOOTSTRAP or the grid's)"
     )
-    quarantine.add_argument("--reason", help="only this reason code")
-    quarantine.add_argument("--limit", type=int, default=100)
+    quarantine.add_argument("--reason", help="only this reason code (see the reasons in `rawflow quarantine list`)")
+    quarantine.add_argument("--limit", type=positive_int, default=100, help="at most this many (default 100)")
     quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")
     _add_catalogue_options(quarantine)
     quarantine.set_defaults(func=cmd_quarantine)
@@ -439,12 +783,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     try:
+        args = build_parser().parse_args(argv)
+        OUTPUT["wide"] = bool(getattr(args, "wide", False))
         code: int = args.func(args)
     except RawflowError as exc:
-        print(f"rawflow: {exc}", file=sys.stderr)
-        return 2
+        return report_error(one_line(exc), exit_code_for(exc), as_json=as_json)
+    except KeyboardInterrupt:
+        return report_error("interrupted", EXIT_FAILURE, as_json=as_json)
+    except Exception as exc:
+        # A driver or network error nobody typed: still one line; RAWFLOW_DEBUG=1 shows where it came from.
+        if os.environ.get("RAWFLOW_DEBUG"):
+            raise
+        return report_error(f"{type(exc).__name__}: {one_line(exc)}", EXIT_FAILURE, as_json=as_json)
     return code
 
 

@@ -31,6 +31,14 @@ class ConfigError(RawflowError, ValueError):
         super().__init__(f"{source}: {field}={value!r}: {reason}")
 
 
+class NotFoundError(RawflowError):
+    """What was asked for is not there: a block, a file, a quarantined message (the CLI exits 1)."""
+
+
+class UsageError(RawflowError):
+    """A command line that cannot be run as given: a bad option value, a missing argument (the CLI exits 2)."""
+
+
 class TransientError(RawflowError):
     """Worth retrying: a timeout, a site briefly down, a broker not reachable yet."""
 

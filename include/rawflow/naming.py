@@ -5,7 +5,11 @@ Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW) and ``/<root>/juno/rtraw/
 
 The logical file name (LFN) is the path from ``/juno/`` on, the same at every site; a site's physical
 URL is its URL prefix followed by the LFN. The block id is the receiving day, ``YYYYMMDD``, taken from
-the ``YYYY/mmdd`` directories the file landed in at the Tier-0.
+the ``YYYY/mmdd`` directories the file landed in at the Tier-0. The DAQ writes into the directory of its local
+day, so a receiving day is a calendar day in the experiment's time zone (``timezone`` in config/sites.yaml; JUNO's
+day boundary is Beijing time, Asia/Shanghai; default UTC): :func:`receiving_day` and :func:`receiving_day_bounds`
+convert between instants and days, and everything that cuts time into blocks (the block DAG's timetable, the
+block's close time, the view, the CLI) uses them with that zone.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import enum
 import posixpath
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rawflow.errors import InvalidNameError
 
@@ -136,6 +141,34 @@ class RawFileName:
 def block_id_for(day: date) -> str:
     """The block id of a receiving day."""
     return f"{day:%Y%m%d}"
+
+
+def day_zone(timezone: str | tzinfo) -> tzinfo:
+    """The time zone of receiving days: an IANA name (``Asia/Shanghai``, ``UTC``) or a tzinfo."""
+    if not isinstance(timezone, str):
+        return timezone
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidNameError(
+            "TimeZone", timezone, "not an IANA time zone name such as UTC or Asia/Shanghai"
+        ) from None
+
+
+def receiving_day(instant: datetime, timezone: str | tzinfo = "UTC") -> date:
+    """The receiving day an instant falls in (a naive instant is taken as UTC)."""
+    aware = instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+    return aware.astimezone(day_zone(timezone)).date()
+
+
+def receiving_day_bounds(block_id: str, timezone: str | tzinfo = "UTC") -> tuple[datetime, datetime]:
+    """[start, end) of a block's receiving day as UTC instants (23 or 25 hours long on a DST change)."""
+    day = parse_block_id(block_id)
+    zone = day_zone(timezone)
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    following = day + timedelta(days=1)
+    end = datetime(following.year, following.month, following.day, tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def parse_block_id(block_id: str) -> date:

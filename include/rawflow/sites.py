@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from rawflow.errors import ConfigError
-from rawflow.naming import pfn_for
+from rawflow.errors import ConfigError, InvalidNameError
+from rawflow.naming import day_zone, pfn_for
 
 SUPPORTED_SCHEMES = ("root", "davs", "https", "file", "mock")
 SUPPORTED_CHECKSUMS = ("adler32",)
@@ -64,6 +64,8 @@ class SitesConfig:
     checksum: str
     sites: Mapping[str, Site] = field(default_factory=dict)
     source: str = "<sites>"
+    # The receiving day's time zone (IANA name): a block is a calendar day there.
+    timezone: str = "UTC"
 
     @property
     def tier0(self) -> Site:
@@ -91,10 +93,12 @@ class SitesConfig:
     def with_url_prefixes(self, prefixes: Mapping[str, str]) -> SitesConfig:
         """The same policy with some sites' URL prefixes replaced (the local grid's loopback servers)."""
         sites = {n: replace(s, url_prefix=prefixes.get(n, s.url_prefix)) for n, s in self.sites.items()}
-        return validate_sites({"checksum": self.checksum, "sites": _as_raw(sites)}, source=self.source)
+        return validate_sites(
+            {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(sites)}, source=self.source
+        )
 
     def to_raw(self) -> dict[str, Any]:
-        return {"checksum": self.checksum, "sites": _as_raw(self.sites)}
+        return {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(self.sites)}
 
 
 def _as_raw(sites: Mapping[str, Site]) -> dict[str, dict[str, Any]]:
@@ -180,10 +184,19 @@ def _parse_site(source: str, name: object, raw: object) -> Site:
 def validate_sites(raw: object, *, source: str = "<sites>") -> SitesConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "<top>", raw, "expected a mapping with 'checksum' and 'sites'")
-    unknown = set(raw) - {"checksum", "sites"}
+    unknown = set(raw) - {"checksum", "timezone", "sites"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(source, key, raw[key], "unknown top-level setting; allowed: checksum, sites")
+        raise ConfigError(source, key, raw[key], "unknown top-level setting; allowed: checksum, timezone, sites")
+    timezone = raw.get("timezone", "UTC")
+    try:
+        if not isinstance(timezone, str):
+            raise InvalidNameError("TimeZone", timezone, "")
+        day_zone(timezone)
+    except InvalidNameError:
+        raise ConfigError(
+            source, "timezone", timezone, "not an IANA time zone name such as UTC or Asia/Shanghai"
+        ) from None
     checksum = raw.get("checksum")
     if checksum not in SUPPORTED_CHECKSUMS:
         raise ConfigError(source, "checksum", checksum, f"must be one of {', '.join(SUPPORTED_CHECKSUMS)}")
@@ -194,7 +207,7 @@ def validate_sites(raw: object, *, source: str = "<sites>") -> SitesConfig:
     _check_roles(source, sites.values())
     for site in sites.values():
         _check_route(source, site, sites)
-    return SitesConfig(checksum=checksum, sites=sites, source=source)
+    return SitesConfig(checksum=checksum, sites=sites, source=source, timezone=timezone)
 
 
 def _check_roles(source: str, sites: Iterable[Site]) -> None:

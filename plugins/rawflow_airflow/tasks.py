@@ -5,16 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 
-def block_targets(sites_path: str | None = None, only: list[str] | None = None) -> list[str]:
+def block_targets(
+    sites_path: str | None = None, only: list[str] | None = None, timezone: str | None = None
+) -> list[str]:
     """Every site a block goes to (disk destinations, then the tape archive), read at run time.
 
     ``only`` restricts the run to some of them (a retransfer to one site); an unknown name fails the run.
+    ``timezone``: the timetable's receiving-day zone, which must be the site policy's (else days would differ).
     """
+    from rawflow.errors import ConfigError
     from rawflow.planning import targets
     from rawflow.sites import load_sites
     from rawflow_airflow.settings import sites_path as configured_sites_path
 
-    names = [site.name for site in targets(load_sites(sites_path or configured_sites_path()))]
+    sites = load_sites(sites_path or configured_sites_path())
+    if timezone is not None and timezone != sites.timezone:
+        raise ConfigError(
+            sites.source,
+            "timezone",
+            sites.timezone,
+            f"differs from Airflow's [rawflow] receiving_day_timezone {timezone!r}: set both to the same zone",
+        )
+    names = [site.name for site in targets(sites)]
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:

@@ -105,6 +105,41 @@ def ensure_admin_password(home: Path) -> str:
     return password
 
 
+def write_airflow_cfg(env: Mapping[str, str]) -> Path:
+    """Make ``$AIRFLOW_HOME/airflow.cfg`` carry every ``AIRFLOW__SECTION__KEY`` setting of ``env``.
+
+    The standalone process gets its settings from the environment; Airflow's own CLI run by hand
+    (``AIRFLOW_HOME=var/airflow airflow dags list``) reads only the file. With both the same, the CLI sees the
+    repository's DAGs and plugins (the block timetable), the same database and no example DAGs. Keys already
+    in the file and not set here (the generated fernet key, JWT secret) are kept.
+    """
+    import configparser
+
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "airflow.cfg"
+    # Raw: Airflow's own file escapes "%" as "%%"; read and written back untouched.
+    parser = configparser.RawConfigParser()
+    if path.exists():
+        parser.read(path)
+    for key, value in sorted(env.items()):
+        parts = key.split("__")
+        if len(parts) != 3 or parts[0] != "AIRFLOW" or not parts[1] or not parts[2]:
+            continue
+        section, option = parts[1].lower(), parts[2].lower()
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, option, value.replace("%", "%%"))
+    tmp = path.with_suffix(".cfg.tmp")
+    with open(tmp, "w") as out:
+        out.write("# Written by `rawflow grid up` (rawflow.grid.airflow.write_airflow_cfg): the same settings as\n")
+        out.write("# the standalone process, so `AIRFLOW_HOME=<this dir> airflow ...` works from the project root.\n")
+        parser.write(out)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
 def migrate_db(env: Mapping[str, str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:

@@ -245,14 +245,33 @@ def _sites_dir(grid_dir: Path) -> Path:
 def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, progress: Callable[[str], None]) -> None:
     import subprocess
 
-    from rawflow.grid.airflow import AirflowPorts, airflow_env, ensure_admin_password, migrate_db, start_standalone
+    from rawflow.grid.airflow import (
+        AirflowPorts,
+        airflow_env,
+        ensure_admin_password,
+        migrate_db,
+        start_standalone,
+        write_airflow_cfg,
+    )
 
     home = state.var_dir / "airflow"
     ports = AirflowPorts.pick(api_port if api_port and not port_open(api_port) else None)
-    env = airflow_env(home=home, repo=REPO, ports=ports, database_url=airflow_db)
+    # The block timetable's day boundary is the site policy's receiving-day zone; as Airflow's default zone too,
+    # a plain date given to the CLI (`backfill create --from-date 2026-11-01`) is that day's local midnight.
+    zone = load_sites(state.values["sites_path"]).timezone
+    env = airflow_env(
+        home=home,
+        repo=REPO,
+        ports=ports,
+        database_url=airflow_db,
+        extra={"AIRFLOW__RAWFLOW__RECEIVING_DAY_TIMEZONE": zone, "AIRFLOW__CORE__DEFAULT_TIMEZONE": zone},
+    )
     password = ensure_admin_password(home)
     progress("migrating the Airflow database")
     migrate_db(env, state.grid_dir / "airflow-migrate.log")
+    # After the migration (which generates the file with its secrets on a first start): the same settings as the
+    # standalone process, so Airflow's own CLI works by hand with AIRFLOW_HOME=var/airflow.
+    write_airflow_cfg(env)
     progress("loading airflow_settings.yaml (connections, variables, pools)")
     values_file = state.grid_dir / "settings-values.json"
     values_file.write_text(json.dumps({**state.values, **state.secrets()}))

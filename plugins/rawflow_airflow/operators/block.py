@@ -46,8 +46,10 @@ class ReplicateBlockSiteOperator(BaseOperator):
         *,
         site: str,
         data_type: str,
-        block_id: str = "{{ data_interval_start.strftime('%Y%m%d') }}",
-        close_at: str = "{{ (data_interval_end + macros.timedelta(hours=2)).isoformat() }}",
+        # The receiving day in the timetable's zone (BlockDayTimetable): the run's logical date, or its trigger
+        # time for a manual run without one; it closes at the end of that day + 2 h grace.
+        block_id: str = "{{ dag.timetable.block_id(logical_date or dag_run.run_after) }}",
+        close_at: str = "{{ dag.timetable.block_closes_at(logical_date or dag_run.run_after) }}",
         transfer_backend: str = "{{ var.value.get('rawflow_transfer_backend', 'gfal2') }}",
         catalogue_conn_id: str = "rawflow_catalogue",
         storage_conn_id: str = "rawflow_storage",

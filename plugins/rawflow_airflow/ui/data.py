@@ -8,6 +8,7 @@ from typing import Any
 from rawflow.catalogue.base import parse_block_name, utc_now
 from rawflow.kafka import Topics
 from rawflow.monitoring import SiteCell, drill_down_from_catalogue, kafka_status, quarantine_counts
+from rawflow.naming import day_zone
 from rawflow_airflow.ui import schemas
 from rawflow_airflow.ui.sources import BLOCK_DAGS, Sources, block_runs
 
@@ -33,7 +34,11 @@ def cell_out(cell: SiteCell) -> schemas.SiteCellOut:
 
 
 def matrix(sources: Sources, days: int, data_type: str | None) -> schemas.MatrixOut:
-    result = sources.store().matrix(min(max(days, 1), MAX_DAYS), data_type=data_type)
+    from rawflow_airflow.timetables import receiving_day_timezone
+
+    # "Today" is the receiving day in the configured zone (a block is a calendar day there).
+    today = utc_now().astimezone(day_zone(receiving_day_timezone()))
+    result = sources.store().matrix(min(max(days, 1), MAX_DAYS), data_type=data_type, today=today)
     runs: dict[str, dict[str, str]] = {}
     for kind in {row.data_type for row in result.rows}:
         runs[kind] = block_runs(kind, [row.block_id for row in result.rows if row.data_type == kind])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -105,8 +104,8 @@ def block_runs(data_type: str, block_ids: list[str]) -> dict[str, str]:
     """block id → run id of the block DAG's newest run for that day (for links into the Airflow UI)."""
     if not block_ids:
         return {}
-    from datetime import timedelta
 
+    import sqlalchemy as sa
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -114,21 +113,33 @@ def block_runs(data_type: str, block_ids: list[str]) -> dict[str, str]:
     dag_id = BLOCK_DAGS.get(data_type)
     if dag_id is None:
         return {}
-    days = sorted(datetime.strptime(b, "%Y%m%d").replace(tzinfo=UTC) for b in block_ids)
+    from rawflow.naming import receiving_day, receiving_day_bounds
+    from rawflow_airflow.timetables import receiving_day_timezone
+
+    # A run's block is its logical date's receiving day in the configured zone (BlockDayTimetable.block_id);
+    # a manual run without a logical date belongs to the day it was triggered in.
+    zone = receiving_day_timezone()
+    first, _ = receiving_day_bounds(min(block_ids), zone)
+    _, last = receiving_day_bounds(max(block_ids), zone)
+    wanted = set(block_ids)
+    in_range = sa.or_(
+        sa.and_(DagRun.logical_date >= first, DagRun.logical_date < last),
+        sa.and_(DagRun.logical_date.is_(None), DagRun.run_after >= first, DagRun.run_after < last),
+    )
     query = (
-        select(DagRun.run_id, DagRun.data_interval_start)
-        .where(
-            DagRun.dag_id == dag_id,
-            DagRun.data_interval_start >= days[0],
-            DagRun.data_interval_start < days[-1] + timedelta(days=1),
-        )
+        select(DagRun.run_id, DagRun.logical_date, DagRun.run_after)
+        .where(DagRun.dag_id == dag_id, in_range)
         .order_by(DagRun.id)
     )
     runs: dict[str, str] = {}
     with create_session() as session:
-        for run_id, start in session.execute(query):
-            if start is not None:
-                runs[f"{start:%Y%m%d}"] = run_id  # the newest run of a day wins
+        for run_id, logical_date, run_after in session.execute(query):
+            moment = logical_date or run_after
+            if moment is None:
+                continue
+            block_id = f"{receiving_day(moment, zone):%Y%m%d}"
+            if block_id in wanted:
+                runs[block_id] = run_id  # the newest run of a day wins
     return runs
 
 

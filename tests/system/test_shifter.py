@@ -1,0 +1,225 @@
+"""The shifter's commands on a real grid whose receiving day is Beijing time (Asia/Shanghai).
+
+Airflow's own CLI exactly as the README gives it, from the project root with only AIRFLOW_HOME set (the generated
+airflow.cfg alone must be right); the block timetable's days starting at Beijing midnight; `rawflow block plan`
+against the run that follows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rawflow.airflow_api import AirflowAPI
+from rawflow.catalogue import get_catalogue
+from rawflow.catalogue.base import ReplicaState
+from rawflow.grid import stack
+from rawflow.naming import DataType, receiving_day, receiving_day_bounds
+from rawflow.sites import SitesConfig, default_sites_path, load_sites
+
+REPO = Path(__file__).resolve().parents[2]
+ZONE = "Asia/Shanghai"
+DAG = "rawflow_block_raw"
+
+
+class ShifterGrid:
+    def __init__(self, state: stack.GridState) -> None:
+        self.state = state
+        values = state.values
+        password = json.loads(Path(values["airflow_password_file"]).read_text())[values["airflow_user"]]
+        self.api = AirflowAPI(values["airflow_url"], values["airflow_user"], password)
+        self.sites: SitesConfig = load_sites(values["sites_path"])
+        self.airflow_home = Path(values["airflow_home"])
+
+    def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`AIRFLOW_HOME=<var>/airflow .venv/bin/airflow ...` from the project root, nothing else configured."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.pop("PYTHONPATH", None)
+        env["AIRFLOW_HOME"] = str(self.airflow_home)
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        return subprocess.run(
+            [airflow, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def announce(self, day: date, count: int) -> list[tuple[str, int]]:
+        from rawflow.announcer import Announcer
+        from rawflow.kafka import KafkaSettings
+        from rawflow.receiver import make_producer
+        from rawflow.storage import get_storage
+
+        storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
+        producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
+        announcer = Announcer(storage, self.sites.tier0, producer)
+        files = announcer.make_files(count, day=day, sizes=(8 * 1024, 256 * 1024))
+        announcer.write(files)
+        announcer.announce(files)
+        return [(f.lfn, f.size) for f in files]
+
+    def rawflow(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "RAWFLOW_VAR": str(self.state.var_dir), "COLUMNS": "100"}
+        env.pop("RAWFLOW_SITES", None)
+        return subprocess.run(
+            [sys.executable, "-m", "rawflow.cli", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShifterGrid]:
+    var = tmp_path_factory.mktemp("shifter-grid")
+    policy = yaml.safe_load(default_sites_path().read_text())
+    policy["timezone"] = ZONE
+    sites_file = var / "sites-beijing.yaml"
+    sites_file.write_text(yaml.safe_dump(policy, sort_keys=False))
+    saved = os.environ.get("RAWFLOW_SITES")
+    os.environ["RAWFLOW_SITES"] = str(sites_file)
+    os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
+    try:
+        state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line))
+    finally:
+        if saved is None:
+            os.environ.pop("RAWFLOW_SITES", None)
+        else:
+            os.environ["RAWFLOW_SITES"] = saved
+    try:
+        os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
+        yield ShifterGrid(state)
+    finally:
+        stack.down(var, progress=lambda line: print("grid:", line))
+
+
+def _until(check: Any, *, what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(2)
+
+
+def test_airflow_cli_from_the_project_root(grid: ShifterGrid) -> None:
+    cfg = (grid.airflow_home / "airflow.cfg").read_text()
+    assert f"dags_folder = {REPO / 'dags'}" in cfg and "load_examples = False" in cfg
+    assert f"receiving_day_timezone = {ZONE}" in cfg
+
+    def listed() -> subprocess.CompletedProcess[str] | None:
+        done = grid.airflow("dags", "list")
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done if "rawflow_block_raw" in done.stdout and "rawflow_alerts" in done.stdout else None
+
+    dags = _until(listed, what="the DAG processor to parse the repository's DAGs")
+    for dag_id in ("rawflow_receiver", "rawflow_block_raw", "rawflow_block_rtraw", "rawflow_alerts"):
+        assert dag_id in dags.stdout
+    assert "example_" not in dags.stdout
+    assert "TimetableNotRegistered" not in dags.stdout + dags.stderr
+
+    trigger = grid.airflow("dags", "trigger", "rawflow_alerts", "--output", "json")
+    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+    run = _json_output(trigger.stdout)[0]
+    assert run["dag_id"] == "rawflow_alerts" and run["dag_run_id"].startswith("manual__")
+
+    runs = grid.airflow("dags", "list-runs", "rawflow_alerts", "--output", "json")
+    assert runs.returncode == 0, runs.stdout + runs.stderr
+    listed_runs = _json_output(runs.stdout)
+    assert run["dag_run_id"] in {r["run_id"] for r in listed_runs}
+
+    # Block days are Beijing days: each starts at 16:00 UTC the day before. A dry run creates nothing.
+    today = receiving_day(datetime.now(UTC), ZONE)
+    first, last = today - timedelta(days=3), today - timedelta(days=1)
+    dry = grid.airflow(
+        "backfill", "create", "--dag-id", DAG, "--from-date", str(first), "--to-date", str(last), "--dry-run"
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    expected = [f"{day - timedelta(days=1)} 16:00:00+00:00" for day in _days(first, last)]
+    for logical_date in expected:
+        assert logical_date in dry.stdout, dry.stdout
+    assert not [r for r in grid.api.runs(DAG) if r.get("run_type") == "backfill"]
+
+
+def test_rawflow_sites_shows_the_running_grids_policy(grid: ShifterGrid) -> None:
+    done = grid.rawflow("sites", "--json")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["source"] == grid.state.values["sites_path"] and shown["timezone"] == ZONE
+    assert shown["sites"]["IHEP-EOS"]["url_prefix"].startswith("root://127.0.0.1:")
+
+
+def test_plan_is_what_the_run_then_moves(grid: ShifterGrid) -> None:
+    """`rawflow block plan` before a block run: per site, the files and bytes the run then copies."""
+    for dag_id in ("rawflow_receiver", DAG):
+        _until(lambda dag_id=dag_id: _unpaused(grid, dag_id), what=f"{dag_id} parsed", timeout=120)
+    # A Beijing day already closed (its end + 2 h grace passed), so the run finishes once everything is copied.
+    day = receiving_day(datetime.now(UTC), ZONE) - timedelta(days=2)
+    block_id = f"{day:%Y%m%d}"
+    files = dict(grid.announce(day, 9))
+    _until(lambda: _registered(grid, block_id) == len(files), what="the receiver to register the day", timeout=180)
+
+    planned = grid.rawflow("block", "plan", block_id, "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["files"] == len(files)
+    sites = plan["sites"]
+    assert set(sites) == {"CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE", "IHEP-TAPE"}
+    assert sites["JINR-EOS"]["after_hop"]["files"] == sites["JINR-EOS"]["files"] > 0  # via CNAF, in the same run
+    assert sites["IHEP-TAPE"]["files"] == len(files)
+
+    start, _ = receiving_day_bounds(block_id, ZONE)
+    run_id = grid.api.trigger(DAG, logical_date=start.isoformat().replace("+00:00", "Z"))
+    assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+
+    catalogue = get_catalogue(str(grid.state.values["catalogue_url"]))
+    try:
+        replicas = catalogue.replica_states(block=(DataType.RAW, block_id))
+    finally:
+        catalogue.close()
+    for site, figures in sites.items():
+        moved = [
+            lfn
+            for lfn, at in replicas.items()
+            if site in at and at[site].state in (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+        ]
+        assert (len(moved), sum(files[lfn] for lfn in moved)) == (figures["files"], figures["bytes"]), site
+    again = json.loads(grid.rawflow("block", "plan", block_id, "--json").stdout)
+    assert all(s["files"] == 0 and s["done"] == s["assigned"] for s in again["sites"].values()), again
+
+
+def _unpaused(grid: ShifterGrid, dag_id: str) -> bool:
+    try:
+        grid.api.unpause(dag_id)
+    except Exception:
+        return False
+    return True
+
+
+def _registered(grid: ShifterGrid, block_id: str) -> int:
+    catalogue = get_catalogue(str(grid.state.values["catalogue_url"]))
+    try:
+        block = catalogue.get_block(DataType.RAW, block_id)
+        return block.files if block else 0
+    finally:
+        catalogue.close()
+
+
+def _json_output(stdout: str) -> Any:
+    """The JSON list Airflow's CLI prints with --output json (its log warnings come first on stdout)."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("[")))
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
