@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,9 +147,13 @@ def test_airflow_cli_from_the_project_root(grid: ShifterGrid) -> None:
         "backfill", "create", "--dag-id", DAG, "--from-date", str(first), "--to-date", str(last), "--dry-run"
     )
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    expected = [f"{day - timedelta(days=1)} 16:00:00+00:00" for day in _days(first, last)]
-    for logical_date in expected:
-        assert logical_date in dry.stdout, dry.stdout
+    logical_dates = [
+        datetime.fromisoformat(m)
+        for m in re.findall(r"\| (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d) +\|", dry.stdout)
+    ]
+    # One run per Beijing day, each starting at Beijing midnight (16:00 UTC the day before).
+    assert [receiving_day(d, ZONE) for d in logical_dates] == _days(first, last), dry.stdout
+    assert all(d.astimezone(UTC).hour == 16 for d in logical_dates), dry.stdout
     assert not [r for r in grid.api.runs(DAG) if r.get("run_type") == "backfill"]
 
 
@@ -197,6 +202,93 @@ def test_plan_is_what_the_run_then_moves(grid: ShifterGrid) -> None:
         assert (len(moved), sum(files[lfn] for lfn in moved)) == (figures["files"], figures["bytes"]), site
     again = json.loads(grid.rawflow("block", "plan", block_id, "--json").stdout)
     assert all(s["files"] == 0 and s["done"] == s["assigned"] for s in again["sites"].values()), again
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium")
+def test_view_states_zone_errors_and_refresh_in_chromium(grid: ShifterGrid) -> None:
+    """The drill-down tells "not in share" from "not copied yet" and the tape buffer from tape; an empty block is
+    not green; a bad URL gets a page; the header says as of when (with its zone) and the page refreshes itself,
+    its numbers changing while a run copies the block."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    for dag_id in ("rawflow_receiver", DAG):
+        _until(lambda dag_id=dag_id: _unpaused(grid, dag_id), what=f"{dag_id} parsed", timeout=120)
+    day = receiving_day(datetime.now(UTC), ZONE) - timedelta(days=3)
+    block_id = f"{day:%Y%m%d}"
+    files = dict(grid.announce(day, 6))
+    _until(lambda: _registered(grid, block_id) == len(files), what="the receiver to register the day", timeout=180)
+    in2p3 = grid.sites["IN2P3-DCACHE"]
+    outside = [lfn for lfn in files if not in2p3.keeps(lfn)]
+    url = str(grid.state.values["airflow_url"])
+    password = json.loads(Path(grid.state.values["airflow_password_file"]).read_text())["admin"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 900})
+            page.goto(f"{url}/")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{url}/", timeout=60_000)
+
+            # Registered, nothing copied yet: every destination cell says so, except where the share excludes it.
+            page.goto(f"{url}/rawflow/blocks/RAW-{block_id}?refresh=5")
+            page.wait_for_selector("#files tbody tr", timeout=30_000)
+            as_of = page.inner_text("#as-of")
+            assert "UTC" in as_of and ZONE in as_of and "refreshes every 5 s" in as_of
+            assert page.locator("#files td.state.notyet").count() >= len(files) * 3
+            assert page.locator("#files td.state.none", has_text="not in share").count() == len(outside)
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-not-copied-yet.png"), full_page=True)
+
+            # A run copies the block; the page reloads itself and shows the copies arrive.
+            start, _ = receiving_day_bounds(block_id, ZONE)
+            run_id = grid.api.trigger(DAG, logical_date=start.isoformat().replace("+00:00", "Z"))
+            deadline = time.monotonic() + 300
+            while page.locator("#files td.state.notyet").count() > 0:
+                assert time.monotonic() < deadline, "the page never showed the copies"
+                page.wait_for_timeout(2000)
+            assert page.inner_text("#as-of") != as_of  # it reloaded
+            assert grid.api.wait_runs(DAG, [run_id], timeout=600)[run_id] == "success"
+            page.reload()
+            page.wait_for_selector("#files tbody tr", timeout=30_000)
+            assert page.locator("#files td.state.archived", has_text="on tape").count() == len(files)
+
+            # One tape replica back in the disk buffer (copied, not yet migrated): not shown as done.
+            catalogue = get_catalogue(str(grid.state.values["catalogue_url"]))
+            try:
+                catalogue.set_replica_state([sorted(files)[0]], "IHEP-TAPE", ReplicaState.VALIDATED)
+            finally:
+                catalogue.close()
+            page.reload()
+            page.wait_for_selector("#files tbody tr", timeout=30_000)
+            buffered = page.locator("#files td.state.validated.buffer")
+            assert buffered.count() == 1 and "on disk buffer" in buffered.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-tape-buffer.png"), full_page=True)
+
+            # Today's RTRAW block has no file: its cells say "empty", never a green 100 %.
+            today = f"RTRAW-{receiving_day(datetime.now(UTC), ZONE):%Y%m%d}"
+            page.goto(f"{url}/rawflow/?type=RTRAW")
+            row = page.locator(f"#matrix tr[data-block='{today}']")
+            row.wait_for(timeout=120_000)
+            assert row.locator("td.cell.empty").count() >= 1
+            assert row.locator("td.cell.Processed").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-empty-block.png"), full_page=True)
+
+            # A bad parameter in the URL: a page naming it, not FastAPI's JSON.
+            page.goto(f"{url}/rawflow/blocks/RAW-2026<b>x</b>?limit=-3")
+            problem = page.locator("#problem")
+            problem.wait_for(timeout=30_000)
+            assert "limit" in problem.inner_text() and "<b>x</b>" in problem.inner_text()  # escaped, shown as text
+            assert page.locator("#problem b").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-bad-parameter.png"), full_page=True)
+        finally:
+            browser.close()
 
 
 def _unpaused(grid: ShifterGrid, dag_id: str) -> bool:

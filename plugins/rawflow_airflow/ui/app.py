@@ -12,7 +12,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -71,6 +72,23 @@ def create_app(sources: Sources | None = None) -> FastAPI:
                 headers=exc.headers,
             )
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter_page(request: Request, exc: RequestValidationError) -> Response:
+        """A page asked with a bad parameter (a typed URL, an old link): a page saying which, not raw JSON."""
+        if not _wants_html(request):
+            return await request_validation_exception_handler(request, exc)
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path"))
+            problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')} (got {error.get('input')!r})")
+        templates = request.app.state.templates
+        return templates.TemplateResponse(  # type: ignore[no-any-return]
+            request,
+            "problem.html",
+            {**pages.page_context(request), "page": "problem", "problems": problems, "status_code": 422},
+            status_code=422,
+        )
 
     @app.exception_handler(TransientError)
     async def unavailable(_request: Request, exc: TransientError) -> JSONResponse:

@@ -88,7 +88,8 @@ def block(sources: Sources, name: str, *, problems_only: bool, limit: int, offse
         total_files=view.total_files,
         matching_files=view.matching_files,
         offset=view.offset,
-        sites=sources.order_sites(set(view.sites) | set(view.status)),
+        # Every site of the policy, even before its first copy: an empty column reads "not copied yet".
+        sites=sources.order_sites(set(view.sites) | set(view.status) | set(sources.settings().site_order)),
         status={site: cell_out(cell) for site, cell in view.status.items()},
         files=[
             schemas.FileOut(

@@ -32,11 +32,25 @@ def make_templates() -> Jinja2Templates:
     return templates
 
 
+def page_context(request: Request) -> dict[str, Any]:
+    """What every page shows in its header: when it was rendered (with the zone) and the receiving-day zone."""
+    from datetime import UTC, datetime
+
+    from rawflow_airflow.timetables import receiving_day_timezone
+
+    return {
+        "base": request.scope.get("root_path", "").rstrip("/"),
+        "airflow": airflow_base_path(),
+        "as_of": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        "zone": receiving_day_timezone(),
+        "refresh_seconds": 0,
+    }
+
+
 def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
     templates: Jinja2Templates = request.app.state.templates
-    base = request.scope.get("root_path", "").rstrip("/")
     return templates.TemplateResponse(
-        request, name, {"base": base, "airflow": airflow_base_path(), "page": name.removesuffix(".html"), **context}
+        request, name, {**page_context(request), "page": name.removesuffix(".html"), **context}
     )
 
 
@@ -51,9 +65,10 @@ def matrix_page(
     _user: Reader,
     days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
     data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW)?$")] = None,
+    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
 ) -> HTMLResponse:
     matrix = data.matrix(_sources(request), days, data_type or None)
-    return _render(request, "matrix.html", matrix=matrix, data_type=data_type or "")
+    return _render(request, "matrix.html", matrix=matrix, data_type=data_type or "", refresh_seconds=refresh)
 
 
 @router.get("/blocks/{block}", response_class=HTMLResponse)
@@ -64,9 +79,30 @@ def block_page(
     problems_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
+    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
 ) -> HTMLResponse:
-    view = data.block(_sources(request), block, problems_only=problems_only, limit=limit, offset=offset)
-    return _render(request, "block.html", view=view, problems_only=problems_only, limit=limit)
+    sources = _sources(request)
+    view = data.block(sources, block, problems_only=problems_only, limit=limit, offset=offset)
+    policy = sources.settings().policy
+    archive = policy.archive.name if policy else None
+
+    def in_share(site: str, lfn: str) -> bool | None:
+        """Whether the site should hold the file (None: the policy is unknown or the site is not in it)."""
+        if policy is None or site not in policy.sites:
+            return None
+        target = policy.sites[site]
+        return bool(target.archive or target.keeps(lfn))
+
+    return _render(
+        request,
+        "block.html",
+        view=view,
+        problems_only=problems_only,
+        limit=limit,
+        archive=archive,
+        in_share=in_share,
+        refresh_seconds=refresh,
+    )
 
 
 @router.get("/charts", response_class=HTMLResponse)
@@ -80,5 +116,9 @@ def charts_page(
 
 
 @router.get("/kafka", response_class=HTMLResponse)
-def kafka_page(request: Request, _user: Reader) -> HTMLResponse:
-    return _render(request, "kafka.html", kafka=data.kafka(_sources(request)))
+def kafka_page(
+    request: Request,
+    _user: Reader,
+    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 30,
+) -> HTMLResponse:
+    return _render(request, "kafka.html", kafka=data.kafka(_sources(request)), refresh_seconds=refresh)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rawflow.catalogue.base import Catalogue
     from rawflow.monitoring import MonitoringStore
+    from rawflow.sites import SitesConfig
 
 SETTINGS_TTL_SECONDS = 60.0
 BLOCK_DAGS = {"RAW": "rawflow_block_raw", "RTRAW": "rawflow_block_rtraw"}
@@ -28,6 +29,8 @@ class ViewSettings:
     kafka_bootstrap: str | None
     kafka_group: str
     site_order: tuple[str, ...]
+    # The site policy (shares, the archive), for the drill-down's "not in this site's share"; None if unreadable.
+    policy: SitesConfig | None = None
 
 
 class Sources:
@@ -64,6 +67,7 @@ class Sources:
             kafka_bootstrap=bootstrap,
             kafka_group=group,
             site_order=_site_order(),
+            policy=_policy(),
         )
 
     def store(self) -> MonitoringStore:
@@ -86,6 +90,16 @@ class Sources:
         """The sites in the policy's order (destinations, then the archive), unknown ones last by name."""
         order = {name: n for n, name in enumerate(self.settings().site_order)}
         return sorted(sites, key=lambda s: (order.get(s, len(order)), s))
+
+
+def _policy() -> SitesConfig | None:
+    try:
+        from rawflow.sites import load_sites
+        from rawflow_airflow.settings import sites_path
+
+        return load_sites(sites_path())
+    except Exception:
+        return None
 
 
 def _site_order() -> tuple[str, ...]:
