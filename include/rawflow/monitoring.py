@@ -392,9 +392,15 @@ class MonitoringStore:
         problems_only: bool = False,
         limit: int = 200,
         offset: int = 0,
+        search: str | None = None,
+        site: str | None = None,
+        failed_only: bool = False,
+        expected_at: Sequence[str] = (),
     ) -> BlockDrillDown:
         """A page of the block's files (by LFN) with every replica's state, last error and attempts, read from
-        the sql catalogue's tables. ``problems_only``: files with a replica that is not validated/archived."""
+        the sql catalogue's tables. ``problems_only``: files with a replica that is not validated/archived, or
+        without a replica at one of ``expected_at`` (sites that hold every file: not copied yet). ``search``: LFNs
+        containing the text; ``site``: problems at that site only; ``failed_only``: a bad replica."""
         if not self.has_catalogue_tables:
             raise PermanentError(
                 "the catalogue tables are not in the monitoring database: use drill_down_from_catalogue"
@@ -404,14 +410,26 @@ class MonitoringStore:
         f, r = files_table.c, replicas_table.c
         in_block = f.block == name
         # EXISTS probes the replicas' primary key (lfn, site) per file of the block: no scan of other blocks.
-        has_problem = sa.exists().where(r.lfn == f.lfn, r.state.in_(PROBLEM_STATES))
-        wanted = sa.and_(in_block, has_problem) if problems_only else in_block
+        at_site = (r.site == site,) if site else ()
+        bad_states = (ReplicaState.BAD.value,) if failed_only else PROBLEM_STATES
+        problem: Any = sa.exists().where(r.lfn == f.lfn, r.state.in_(bad_states), *at_site)
+        if not failed_only:
+            missing = [s for s in expected_at if not site or s == site]
+            for name_ in missing:
+                problem = sa.or_(problem, ~sa.exists().where(r.lfn == f.lfn, r.site == name_))
+        filters = [in_block]
+        if problems_only or failed_only:
+            filters.append(problem)
+        if search:
+            filters.append(f.lfn.contains(search, autoescape=True))
+        wanted = sa.and_(*filters)
+        filtered = len(filters) > 1
         page = sa.select(f.lfn, f.size, f.adler32).where(wanted).order_by(f.lfn).limit(limit).offset(offset)
         with self._begin() as conn:
             total = int(conn.execute(sa.select(sa.func.count()).select_from(files_table).where(in_block)).scalar_one())
             matching_count = (
                 int(conn.execute(sa.select(sa.func.count()).select_from(files_table).where(wanted)).scalar_one())
-                if problems_only
+                if filtered
                 else total
             )
             page_rows = conn.execute(page).all()
@@ -578,6 +596,10 @@ def drill_down_from_catalogue(
     limit: int = 200,
     offset: int = 0,
     status: Mapping[str, SiteCell] | None = None,
+    search: str | None = None,
+    site: str | None = None,
+    failed_only: bool = False,
+    expected_at: Sequence[str] = (),
 ) -> BlockDrillDown:
     """The same page as :meth:`MonitoringStore.drill_down`, through any catalogue backend (slower: the whole
     block is read)."""
@@ -596,9 +618,17 @@ def drill_down_from_catalogue(
         )
         for rec in records
     ]
-    matching = (
-        [v for v in views if any(rv.state in PROBLEM_STATES for rv in v.replicas.values())] if problems_only else views
-    )
+    bad_states = (ReplicaState.BAD.value,) if failed_only else PROBLEM_STATES
+
+    def has_problem(view: FileView) -> bool:
+        states = [(name, rv.state) for name, rv in view.replicas.items() if not site or name == site]
+        if any(state in bad_states for _, state in states):
+            return True
+        return not failed_only and any(s not in view.replicas for s in expected_at if not site or s == site)
+
+    matching = [
+        v for v in views if (not (problems_only or failed_only) or has_problem(v)) and (not search or search in v.lfn)
+    ]
     return BlockDrillDown(
         block=block_name(kind, block_id),
         data_type=kind.value,

@@ -174,6 +174,41 @@ def test_drill_down_pages_files_with_their_replica_states(catalogue: SqlCatalogu
         store.close()
 
 
+def test_drill_down_filters_search_site_failed_and_not_copied_yet(catalogue: SqlCatalogue, db_url: str) -> None:
+    from rawflow.monitoring import drill_down_from_catalogue
+
+    files = make_files(TODAY, 12)
+    catalogue.register_files(files, site="IHEP-EOS")
+    lfns = sorted(f.lfn for f in files)
+    catalogue.set_replica_state(lfns[:8], "CNAF-STORM", ReplicaState.VALIDATED)
+    catalogue.set_replica_state(lfns[8:10], "CNAF-STORM", ReplicaState.BAD, error="adler32 mismatch")
+    catalogue.set_replica_state(lfns[:6], "JINR-EOS", ReplicaState.VALIDATED)  # 6 not copied yet, no replica
+    catalogue.set_replica_state(lfns[6:7], "JINR-EOS", ReplicaState.BAD, error="timeout")
+    store = MonitoringStore(db_url)
+    block = block_id_for(TODAY)
+    every = ["CNAF-STORM", "JINR-EOS"]
+    try:
+        for drill in (
+            lambda **kw: store.drill_down("RAW", block, **kw),
+            lambda **kw: drill_down_from_catalogue(catalogue, "RAW", block, **kw),
+        ):
+            # Not done anywhere: CNAF's bad and missing ones, JINR's bad one and those without a replica.
+            assert drill(problems_only=True, expected_at=every).matching_files == 6
+            assert [f.lfn for f in drill(problems_only=True, site="CNAF-STORM", expected_at=every).files] == lfns[8:]
+            assert [f.lfn for f in drill(problems_only=True, site="JINR-EOS", expected_at=every).files] == lfns[6:]
+            # Without knowing which sites hold every file, only existing replicas count (the old behaviour).
+            assert drill(problems_only=True).matching_files == 3
+            assert [f.lfn for f in drill(failed_only=True).files] == lfns[6:7] + lfns[8:10]
+            assert [f.lfn for f in drill(failed_only=True, site="JINR-EOS").files] == lfns[6:7]
+            needle = lfns[3].rsplit("/", 1)[1]
+            found = drill(search=needle)
+            assert (found.matching_files, [f.lfn for f in found.files]) == (1, [lfns[3]])
+            assert drill(search="no such file").matching_files == 0
+            assert drill(search="%").matching_files == 0  # a literal, not a LIKE wildcard
+    finally:
+        store.close()
+
+
 def test_time_series_buckets_good_bytes_and_bad_files(catalogue: SqlCatalogue, db_url: str) -> None:
     files = make_files(TODAY, 10, size=1000)
     catalogue.register_files(files, site="IHEP-EOS")

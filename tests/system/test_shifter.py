@@ -271,6 +271,17 @@ def test_view_states_zone_errors_and_refresh_in_chromium(grid: ShifterGrid) -> N
             assert buffered.count() == 1 and "on disk buffer" in buffered.inner_text()
             page.screenshot(path=str(ARTIFACTS / "ui-shifter-tape-buffer.png"), full_page=True)
 
+            # Filters: LFN search through the form, then failed-only for one site.
+            needle = sorted(files)[2].rsplit("/", 1)[1]
+            page.fill("#file-filters input[name=search]", needle)
+            page.click("#file-filters button[type=submit]")
+            page.wait_for_url("**search=*", timeout=30_000)
+            assert page.locator("#files tbody tr").count() == 1 and needle in page.inner_text("#files")
+            assert page.inner_text("#file-count").startswith(f"1 of {len(files)} files")
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-search.png"), full_page=True)
+            page.goto(f"{url}/rawflow/blocks/RAW-{block_id}?failed_only=true&site=CNAF-STORM")
+            assert page.inner_text("#file-count").startswith(f"0 of {len(files)} files")
+
             # Today's RTRAW block has no file: its cells say "empty", never a green 100 %.
             today = f"RTRAW-{receiving_day(datetime.now(UTC), ZONE):%Y%m%d}"
             page.goto(f"{url}/rawflow/?type=RTRAW")
@@ -280,11 +291,30 @@ def test_view_states_zone_errors_and_refresh_in_chromium(grid: ShifterGrid) -> N
             assert row.locator("td.cell.Processed").count() == 0
             page.screenshot(path=str(ARTIFACTS / "ui-shifter-empty-block.png"), full_page=True)
 
+            # Charts: the chosen window (2 h) whatever the data, % from 0 to 100 without errors, no Tier-0 "throughput",
+            # sites in the policy's order, times in UTC.
+            page.goto(f"{url}/rawflow/charts?hours=2&bucket_minutes=5")
+            page.wait_for_selector("#errors .main-svg", timeout=60_000)
+            assert int(page.get_attribute("#throughput", "data-points") or 0) > 0
+            layout = page.evaluate(
+                "() => { const t = document.getElementById('throughput'), e = document.getElementById('errors');"
+                " return {range: t.layout.xaxis.range, x: t.layout.xaxis.title.text, names: t.data.map(d => d.name),"
+                " eRange: e.layout.yaxis.range, eUnit: e.layout.yaxis.title.text}; }"
+            )
+            first, last = (datetime.fromisoformat(v) for v in layout["range"])
+            assert abs((last - first) - timedelta(hours=2)) < timedelta(minutes=1), layout
+            assert layout["x"] == "time (UTC)" and layout["eUnit"] == "%" and layout["eRange"] == [0, 100]
+            assert layout["names"] == ["CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE", "IHEP-TAPE"], layout
+            assert page.get_attribute("#errors-note", "data-no-errors") == "true"
+            assert "No errors in this window" in page.inner_text("#errors-note")
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-charts.png"), full_page=True)
+
             # A bad parameter in the URL: a page naming it, not FastAPI's JSON.
-            page.goto(f"{url}/rawflow/blocks/RAW-2026<b>x</b>?limit=-3")
+            page.goto(f"{url}/rawflow/blocks/RAW-2026xx?limit=-3&site=%3Cb%3Ex%3C%2Fb%3E")
             problem = page.locator("#problem")
             problem.wait_for(timeout=30_000)
-            assert "limit" in problem.inner_text() and "<b>x</b>" in problem.inner_text()  # escaped, shown as text
+            text = problem.inner_text()
+            assert "limit" in text and "block" in text and "<b>x</b>" in text, text  # escaped: shown as text
             assert page.locator("#problem b").count() == 0
             page.screenshot(path=str(ARTIFACTS / "ui-shifter-bad-parameter.png"), full_page=True)
         finally:

@@ -38,8 +38,20 @@ def get_block(
     problems_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
+    search: Annotated[str | None, Query(max_length=255, description="LFNs containing this text")] = None,
+    site: Annotated[str | None, Query(pattern=r"^[A-Z0-9][A-Z0-9_-]*$", description="problems at this site")] = None,
+    failed_only: Annotated[bool, Query(description="only files with a bad replica")] = False,
 ) -> schemas.BlockOut:
-    return data.block(_sources(request), block, problems_only=problems_only, limit=limit, offset=offset)
+    return data.block(
+        _sources(request),
+        block,
+        problems_only=problems_only,
+        limit=limit,
+        offset=offset,
+        search=search,
+        site=site,
+        failed_only=failed_only,
+    )
 
 
 @router.get("/timeseries", summary="Throughput and error rate per site over time")

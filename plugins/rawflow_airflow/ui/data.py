@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rawflow.catalogue.base import parse_block_name, utc_now
@@ -60,22 +60,38 @@ def matrix(sources: Sources, days: int, data_type: str | None) -> schemas.Matrix
     )
 
 
-def block(sources: Sources, name: str, *, problems_only: bool, limit: int, offset: int) -> schemas.BlockOut:
+def block(
+    sources: Sources,
+    name: str,
+    *,
+    problems_only: bool,
+    limit: int,
+    offset: int,
+    search: str | None = None,
+    site: str | None = None,
+    failed_only: bool = False,
+) -> schemas.BlockOut:
     data_type, block_id = parse_block_name(name)
     store = sources.store()
+    policy = sources.settings().policy
+    # Sites that hold every file (full share, the archive): a file without a replica there is not copied yet.
+    expected_at = [s.name for s in policy.sites.values() if s.archive or s.share >= 1] if policy else []
+    filters: dict[str, Any] = {
+        "problems_only": problems_only,
+        "limit": limit,
+        "offset": offset,
+        "search": search or None,
+        "site": site or None,
+        "failed_only": failed_only,
+        "expected_at": expected_at,
+    }
     if sources.settings().catalogue_is_sql and store.has_catalogue_tables:
-        view = store.drill_down(data_type, block_id, problems_only=problems_only, limit=limit, offset=offset)
+        view = store.drill_down(data_type, block_id, **filters)
     else:
         catalogue = sources.catalogue()
         try:
             view = drill_down_from_catalogue(
-                catalogue,
-                data_type,
-                block_id,
-                problems_only=problems_only,
-                limit=limit,
-                offset=offset,
-                status=store.block_cells(data_type, block_id),
+                catalogue, data_type, block_id, status=store.block_cells(data_type, block_id), **filters
             )
         finally:
             catalogue.close()
@@ -107,11 +123,20 @@ def block(sources: Sources, name: str, *, problems_only: bool, limit: int, offse
 
 
 def series(sources: Sources, hours: float, bucket_minutes: float) -> schemas.SeriesOut:
-    since = utc_now() - timedelta(hours=hours)
+    now = utc_now()
+    since = now - timedelta(hours=hours)
     bucket = timedelta(minutes=bucket_minutes)
     store = sources.store()
-    points = store.time_series(since, bucket)
+    policy = sources.settings().policy
+    # The Tier-0 is where data lands (its replicas are registered, not transferred): not a throughput.
+    source_site = policy.tier0.name if policy is not None else None
+    points = [p for p in store.time_series(since, bucket) if p.site != source_site]
     seconds = bucket.total_seconds()
+
+    def elapsed(start: datetime) -> float:
+        """A bucket's length so far: the current bucket is not over, its rate is over the time elapsed."""
+        return max(1.0, min(seconds, (now - start).total_seconds()))
+
     return schemas.SeriesOut(
         since=since,
         bucket_seconds=int(seconds),
@@ -123,12 +148,38 @@ def series(sources: Sources, hours: float, bucket_minutes: float) -> schemas.Ser
                 good_files=p.good_files,
                 good_bytes=p.good_bytes,
                 bad_files=p.bad_files,
-                throughput_bytes_per_s=p.good_bytes / seconds,
+                throughput_bytes_per_s=p.good_bytes / elapsed(p.bucket),
                 error_rate=round(p.error_rate, 4),
             )
             for p in points
         ],
     )
+
+
+def quarantine_examples(sources: Sources, counts: dict[str, int]) -> list[schemas.QuarantineExampleOut]:
+    """For each reason, its oldest quarantined message: when, which file, why (one small query per reason)."""
+    from rawflow.quarantine import Quarantine
+
+    if not counts:
+        return []
+    quarantine = Quarantine(sources.store().engine)
+    examples = []
+    for reason, messages in sorted(counts.items(), key=lambda item: -item[1]):
+        oldest = quarantine.list(reason=reason, limit=1) if reason in {r.value for r in _reasons()} else []
+        if oldest:
+            m = oldest[0]
+            examples.append(
+                schemas.QuarantineExampleOut(
+                    reason=reason, messages=messages, id=m.id, received_at=m.received_at, lfn=m.lfn, why=m.reason_text
+                )
+            )
+    return examples
+
+
+def _reasons() -> list[Any]:
+    from rawflow.messages import Reason
+
+    return list(Reason)
 
 
 def kafka(sources: Sources) -> schemas.KafkaOut:
@@ -138,6 +189,7 @@ def kafka(sources: Sources) -> schemas.KafkaOut:
         "group": settings.kafka_group,
         "quarantined": quarantined,
         "quarantined_total": sum(quarantined.values()),
+        "examples": quarantine_examples(sources, quarantined),
     }
     if settings.kafka_bootstrap is None:
         return schemas.KafkaOut(

@@ -80,9 +80,32 @@ def block_page(
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
     refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
+    search: Annotated[str | None, Query(max_length=255)] = None,
+    site: Annotated[str | None, Query(pattern=r"^([A-Z0-9][A-Z0-9_-]*)?$")] = None,
+    failed_only: bool = False,
 ) -> HTMLResponse:
     sources = _sources(request)
-    view = data.block(sources, block, problems_only=problems_only, limit=limit, offset=offset)
+    view = data.block(
+        sources,
+        block,
+        problems_only=problems_only,
+        limit=limit,
+        offset=offset,
+        search=search,
+        site=site or None,
+        failed_only=failed_only,
+    )
+    query = {
+        k: v
+        for k, v in {
+            "problems_only": "true" if problems_only else None,
+            "failed_only": "true" if failed_only else None,
+            "search": search or None,
+            "site": site or None,
+            "limit": str(limit),
+        }.items()
+        if v
+    }
     policy = sources.settings().policy
     archive = policy.archive.name if policy else None
 
@@ -102,6 +125,10 @@ def block_page(
         archive=archive,
         in_share=in_share,
         refresh_seconds=refresh,
+        search=search or "",
+        site=site or "",
+        failed_only=failed_only,
+        query=query,
     )
 
 
@@ -111,8 +138,15 @@ def charts_page(
     _user: Reader,
     hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
     bucket_minutes: Annotated[float, Query(ge=1, le=24 * 60)] = 10,
+    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
 ) -> HTMLResponse:
-    return _render(request, "charts.html", hours=hours, bucket_minutes=bucket_minutes)
+    settings = _sources(request).settings()
+    policy = settings.policy
+    # Destinations and the archive in the policy's order: the same order (and colour) in every chart.
+    sites = [s for s in settings.site_order if policy is None or not policy.sites[s].tier0]
+    return _render(
+        request, "charts.html", hours=hours, bucket_minutes=bucket_minutes, sites=sites, refresh_seconds=refresh
+    )
 
 
 @router.get("/kafka", response_class=HTMLResponse)

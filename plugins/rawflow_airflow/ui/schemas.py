@@ -92,6 +92,15 @@ class PartitionLagOut(BaseModel):
     lag: int
 
 
+class QuarantineExampleOut(BaseModel):
+    reason: str
+    messages: int
+    id: int = Field(description="the oldest quarantined message of this reason (for `rawflow quarantine replay`)")
+    received_at: datetime
+    lfn: str | None
+    why: str
+
+
 class KafkaOut(BaseModel):
     configured: bool
     bootstrap: str | None
@@ -102,3 +111,4 @@ class KafkaOut(BaseModel):
     partitions: list[PartitionLagOut]
     quarantined: dict[str, int] = Field(description="messages still in quarantine, by reason")
     quarantined_total: int
+    examples: list[QuarantineExampleOut] = Field(default_factory=list, description="per reason: its oldest message")
