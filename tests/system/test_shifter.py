@@ -246,6 +246,16 @@ def test_view_states_zone_errors_and_refresh_in_chromium(grid: ShifterGrid) -> N
             assert page.locator("#files td.state.none", has_text="not in share").count() == len(outside)
             page.screenshot(path=str(ARTIFACTS / "ui-shifter-not-copied-yet.png"), full_page=True)
 
+            # The Plan view: the dry run of the same block, per site (every file to the archive; JINR after CNAF).
+            page.click("#plan-link")
+            page.wait_for_selector("#plan tbody tr", timeout=30_000)
+            assert page.inner_text("#plan tr[data-site='IHEP-TAPE'] td.files").startswith(str(len(files)))
+            assert "after CNAF-STORM" in page.inner_text("#plan tr[data-site='JINR-EOS'] td.files")
+            page.screenshot(path=str(ARTIFACTS / "ui-shifter-plan.png"), full_page=True)
+            page.goto(f"{url}/rawflow/blocks/RAW-{block_id}?refresh=5")
+            page.wait_for_selector("#files tbody tr", timeout=30_000)
+            as_of = page.inner_text("#as-of")
+
             # A run copies the block; the page reloads itself and shows the copies arrive.
             start, _ = receiving_day_bounds(block_id, ZONE)
             run_id = grid.api.trigger(DAG, logical_date=start.isoformat().replace("+00:00", "Z"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
@@ -52,6 +52,14 @@ def get_block(
         site=site,
         failed_only=failed_only,
     )
+
+
+@router.get(
+    "/blocks/{block}/plan",
+    summary="Dry run: what a block run started now would copy per site (files, bytes, sources, routes, duration)",
+)
+def get_block_plan(request: Request, _user: Reader, block: Annotated[str, BLOCK_NAME]) -> dict[str, Any]:
+    return data.plan(_sources(request), block)
 
 
 @router.get("/timeseries", summary="Throughput and error rate per site over time")

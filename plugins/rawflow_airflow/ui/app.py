@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from rawflow.errors import PermanentError, TransientError
+from rawflow.errors import NotFoundError, PermanentError, TransientError
 from rawflow_airflow.ui import api, pages
 from rawflow_airflow.ui.sources import Sources, airflow_base_path
 
@@ -93,6 +93,10 @@ def create_app(sources: Sources | None = None) -> FastAPI:
     @app.exception_handler(TransientError)
     async def unavailable(_request: Request, exc: TransientError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(NotFoundError)
+    async def no_such_thing(_request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(PermanentError)
     async def not_found(_request: Request, exc: PermanentError) -> JSONResponse:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rawflow.catalogue.base import parse_block_name, utc_now
+from rawflow.errors import PermanentError
 from rawflow.kafka import Topics
 from rawflow.monitoring import SiteCell, drill_down_from_catalogue, kafka_status, quarantine_counts
 from rawflow.naming import day_zone
@@ -154,6 +155,39 @@ def series(sources: Sources, hours: float, bucket_minutes: float) -> schemas.Ser
             for p in points
         ],
     )
+
+
+def plan(sources: Sources, name: str) -> dict[str, Any]:
+    """The block's dry run (rawflow.dry_run.plan_now: the block round's planner, nothing moved), as JSON."""
+    from rawflow.dry_run import plan_now
+    from rawflow.errors import NotFoundError
+
+    data_type, block_id = parse_block_name(name)
+    policy = sources.settings().policy
+    if policy is None:
+        raise PermanentError("the site policy (Variable rawflow_sites_path) could not be read")
+    catalogue = sources.catalogue()
+    try:
+        dry = plan_now(catalogue, policy, data_type, block_id, retry=_retry_policy())
+    finally:
+        catalogue.close()
+    if dry is None:
+        raise NotFoundError(f"block {name} is not in the catalogue")
+    return dry.to_dict()
+
+
+def _retry_policy() -> Any:
+    """The block DAG's retry settings (its Variables, with the DAG's defaults)."""
+    from rawflow.planning import RetryPolicy
+
+    try:
+        from airflow.models import Variable
+
+        attempts = int(Variable.get("rawflow_max_attempts", default_var=3))
+        backoff = float(Variable.get("rawflow_retransfer_backoff_seconds", default_var=60))
+    except Exception:
+        attempts, backoff = 3, 60.0
+    return RetryPolicy(max_attempts=attempts, backoff=timedelta(seconds=backoff))
 
 
 def quarantine_examples(sources: Sources, counts: dict[str, int]) -> list[schemas.QuarantineExampleOut]:

@@ -132,6 +132,15 @@ def block_page(
     )
 
 
+@router.get("/blocks/{block}/plan", response_class=HTMLResponse)
+def plan_page(
+    request: Request,
+    _user: Reader,
+    block: Annotated[str, Path(pattern=r"^(RAW|RTRAW)-[0-9]{8}$")],
+) -> HTMLResponse:
+    return _render(request, "plan.html", block=block, plan=data.plan(_sources(request), block))
+
+
 @router.get("/charts", response_class=HTMLResponse)
 def charts_page(
     request: Request,
