@@ -106,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
             except RawflowError:
                 time.sleep(1)  # not parsed yet
-    day_id = block_id_for(datetime.now(UTC).date())
+    # Today's block is today's receiving day in the policy's zone (the one today's block DAG run is for).
+    from rawflow.naming import receiving_day
+    from rawflow.sites import load_sites
+
+    zone = load_sites(str(state.values["sites_path"])).timezone
+    day_id = block_id_for(receiving_day(datetime.now(UTC), zone))
     lfns = announce_day(state, args.files, day_id)
     registered = wait_registered(state, day_id, len(lfns), timeout=180)
     replicated = wait_processed(state, day_id, timeout=float(os.environ.get("RAWFLOW_DEMO_WAIT", "300")))

@@ -30,9 +30,9 @@
     var layout = function (title, unit, range) {
       var yaxis = { title: { text: unit }, rangemode: "tozero" };
       if (range) { yaxis.range = range; }
-      return { title: { text: title }, margin: { t: 40, r: 20, b: 50, l: 60 }, yaxis: yaxis,
+      return { title: { text: title }, margin: { t: 40, r: 20, b: 90, l: 60 }, yaxis: yaxis,
                xaxis: { type: "date", range: [utc(start), utc(end)], title: { text: "time (UTC)" } },
-               legend: { orientation: "h" } };
+               legend: { orientation: "h", y: -0.35 } };
     };
     var config = { displaylogo: false, responsive: true };
     // No replica in a bucket is a throughput of 0, drawn as such (not a line across the gap).
