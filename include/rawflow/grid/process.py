@@ -1,4 +1,10 @@
-"""Start, readiness-check and stop local daemons by PID, each in its own process group."""
+"""Start, readiness-check and stop local daemons by PID, each in its own process group.
+
+Every daemon started inside :func:`grid_marker` carries ``RAWFLOW_GRID_ID=<id>`` in its environment, and so
+does everything it starts (Airflow task supervisors and their children, the ``xrdcp --server`` TPC helpers
+xrootd spawns), even after they leave the daemon's process group with ``setsid``. :func:`stop_marked` finds
+them through ``/proc/<pid>/environ`` and stops them: ``grid down`` leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +56,64 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+GRID_MARKER = "RAWFLOW_GRID_ID"
+_marker: str | None = None
+
+
+@contextlib.contextmanager
+def grid_marker(grid_id: str) -> Iterator[None]:
+    """Daemons started inside carry ``RAWFLOW_GRID_ID=grid_id`` (this process's own environment is untouched)."""
+    global _marker
+    previous, _marker = _marker, grid_id
+    try:
+        yield
+    finally:
+        _marker = previous
+
+
+def _with_marker(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if _marker is None:
+        return dict(env) if env is not None else None
+    return {**(env if env is not None else os.environ), GRID_MARKER: _marker}
+
+
+def marked_pids(grid_id: str) -> list[int]:
+    """Live processes whose environment carries ``RAWFLOW_GRID_ID=grid_id`` (never this process)."""
+    wanted = f"{GRID_MARKER}={grid_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if wanted in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def stop_marked(grid_id: str, *, timeout: float = 10.0) -> list[int]:
+    """SIGTERM every process marked with ``grid_id``, SIGKILL what is left after ``timeout``; returns the PIDs
+    found. New marked processes appearing meanwhile (a parent spawning while dying) are caught too."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while (pids := marked_pids(grid_id)) and time.monotonic() < deadline:
+        for pid in set(pids) - seen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        seen |= set(pids)
+        time.sleep(0.1)
+    kill_deadline = time.monotonic() + 5
+    while (pids := marked_pids(grid_id)) and time.monotonic() < kill_deadline:
+        seen |= set(pids)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return sorted(seen)
+
+
 @dataclass(frozen=True, slots=True)
 class Daemon:
     """A started daemon: its name, PID (= its process group id) and log file."""
@@ -83,7 +147,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env=_with_marker(env),
             cwd=cwd,
             start_new_session=True,
         )
