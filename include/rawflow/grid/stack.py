@@ -22,11 +22,13 @@ from rawflow.grid.process import (
     Daemon,
     free_port,
     grid_marker,
+    grid_processes,
     pid_alive,
     port_open,
     start_daemon,
     stop_group,
     stop_marked,
+    stop_processes,
     tail,
 )
 from rawflow.sites import default_sites_path, load_sites
@@ -332,6 +334,8 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     (task processes and TPC helpers that left their group); returns the names stopped."""
     state = GridState.load((var_dir or default_var_dir()).resolve())
     stopped = []
+    # Everything the grid started, taken before any parent dies (an orphan loses its ancestry).
+    processes = grid_processes(state.grid_id, [int(c["pid"]) for c in state.components.values()])
     # Airflow first (it talks to the others), then the rest in reverse start order.
     names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
     for name in names:
@@ -339,10 +343,11 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
         if stop_group(pid):
             stopped.append(name)
             progress(f"stopped {name} (pid {pid})")
+    strays = stop_processes(processes)
     if state.grid_id:
-        strays = stop_marked(state.grid_id)
-        if strays:
-            progress(f"stopped {len(strays)} stray process(es) of the grid outside its groups: {strays}")
+        strays = sorted(set(strays) | set(stop_marked(state.grid_id)))
+    if strays:
+        progress(f"stopped {len(strays)} stray process(es) of the grid outside its groups: {strays}")
     state.components = {}
     state.save()
     return stopped
