@@ -3,13 +3,22 @@ reconciliation looks at, and the destination audit (dark, lost by absence, lost 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
+
+import yaml
 
 from rawflow.catalogue.base import ReplicaState
 from rawflow.naming import DataType, block_directory_lfn, block_id_for, block_name
 from rawflow.ops.audit import AuditStore, audit_block, audit_site
 from rawflow.ops.reconcile import Reconciler, blocks_to_reconcile, reconcile_blocks
 from tests.fixtures.kafka import ReceiverRig
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _reconciler(rig: ReceiverRig) -> Reconciler:
@@ -98,3 +107,47 @@ def test_audit_finds_dark_and_lost_replicas_marks_lost_bad_and_stores_the_result
     assert set(latest) == {site.name, "IN2P3-DCACHE"}
     assert latest[site.name]["dark"] == [stray] and latest[site.name]["lost_count"] == 2
     assert latest[site.name]["lost"][shrunk.lfn].startswith("lost: 10 bytes")
+
+
+def test_cli_block_reconcile_registers_lost_files_and_says_so(
+    receiver_rig: ReceiverRig, storage_token: str, tmp_path: Path
+) -> None:
+    rig = receiver_rig
+    block_id = block_id_for(rig.day)
+    files = rig.announcer.make_files(3, day=rig.day, run=rig.run, sizes=(100, 1000))
+    rig.announcer.write(files)
+    sites_file = tmp_path / "sites.yaml"
+    sites_file.write_text(yaml.safe_dump(rig.sites.to_raw(), sort_keys=False))
+    env = {
+        **os.environ,
+        "RAWFLOW_VAR": str(tmp_path / "no-grid"),
+        "RAWFLOW_CATALOGUE_URL": rig.catalogue_url,
+        "RAWFLOW_SITES": str(sites_file),
+        "RAWFLOW_STORAGE_TOKEN": storage_token,
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rawflow.cli", "block", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=REPO,
+        )
+
+    first = cli("reconcile", block_id, "--json")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["recovered"] == 3 and sorted(report["recovered_lfns"]) == sorted(f.lfn for f in files)
+    again = cli("reconcile", block_id)
+    assert again.returncode == 0, again.stderr
+    assert f"RAW-{block_id}: 3 listed at the Tier-0, 3 already registered, 0 recovered" in again.stdout
+
+    rig.catalogue.close_block(DataType.RAW, block_id)
+    rig.announcer.write(rig.announcer.make_files(1, day=rig.day, run=rig.run + 1, sizes=(100, 100)))
+    closed = cli("reconcile", block_id)
+    assert closed.returncode == 2 and closed.stderr.strip().count("\n") == 0, closed.stderr
+    assert "is closed" in closed.stderr
+    bad = cli("reconcile", "2025-11-01")
+    assert bad.returncode == 2 and "expected YYYYMMDD" in bad.stderr
