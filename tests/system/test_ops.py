@@ -94,8 +94,14 @@ def test_broker_loses_unconsumed_announcements_reconciliation_registers_and_bloc
     block_id = block_id_for(day)
     # Hold the scheduled reconciliation too, so the test sees the state between the loss and its repair.
     grid.api.request("PATCH", f"/dags/{RECONCILE}", {"is_paused": True})
-    # (a queued run of a paused DAG waits; one already running is let finish)
-    _wait(lambda: all(r["state"] != "running" for r in grid.api.runs(RECONCILE)), "reconcile idle", timeout=300)
+
+    # A paused DAG starts no task; one already running is let finish. Unfinished runs count after the repair.
+    def reconcile_idle() -> bool:
+        runs = [r for r in grid.api.runs(RECONCILE) if r["state"] not in ("success", "failed")]
+        tis = [ti for r in runs for ti in grid.api.task_instances(RECONCILE, r["dag_run_id"])]
+        return not any(ti["state"] in ("running", "queued") for ti in tis)
+
+    _wait(reconcile_idle, "reconcile idle", timeout=300)
     earlier = {r["dag_run_id"] for r in grid.api.runs(RECONCILE) if r["state"] in ("success", "failed")}
     _stop_receiver(grid)
     files = grid.announce(day, FILES, sizes=(4 * 1024, 64 * 1024))
@@ -120,6 +126,7 @@ def test_broker_loses_unconsumed_announcements_reconciliation_registers_and_bloc
     run_id = grid.api.trigger(RECONCILE, logical_date=datetime.now(UTC).isoformat())
     assert grid.api.wait_runs(RECONCILE, [run_id], timeout=300)[run_id] == "success"
     # The triggered run, or a scheduled one that came due meanwhile, recovered the 12 files.
+    _wait(lambda: all(r["state"] in ("success", "failed") for r in grid.api.runs(RECONCILE)), "reconcile runs", 300)
     recovered: list[str] = []
     for run in grid.api.runs(RECONCILE):
         if run["dag_run_id"] not in earlier and run["state"] == "success":
