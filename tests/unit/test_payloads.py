@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,11 @@ def test_rtraw_holds_the_raw_events_event_for_event(chain: Chain) -> None:
             assert int(header["event_count"][0]) == raw.events.count
             assert str(file["stream"]) == "Physics"
             assert json.loads(str(file["provenance"]))["input"] == raw_path.name
+            # Deterministic stamps: the run's start time (not the clock) and a seeded (version 5) UUID.
+            start = datetime.fromtimestamp(START_NS // 10**9, UTC).replace(tzinfo=None)
+            assert file.file.root_directory.created_on == start
+            assert file.key("events").created_on == start
+            assert file.file.uuid.version == 5
             tree = file["events"]
             assert tree.num_entries == raw.events.count
             for column in ("event_number", "timestamp_ns", "trigger_type"):
