@@ -220,6 +220,21 @@ def test_other_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2  # usage
 
 
+def test_dqm_rate_counts_the_time_the_files_cover_not_the_gaps(tmp_path: Path) -> None:
+    rtraws = []
+    for sequence in (1, 2):
+        start = START_NS + (sequence - 1) * 3600 * 10**9  # files an hour apart
+        data, _ = synthesize(run=RUN, stream="Physics", sequence=sequence, start_time_ns=start, size=256 * 1024)
+        (tmp_path / f"{sequence}.dat").write_bytes(data)
+        ok("raw2rtraw", tmp_path / f"{sequence}.dat", tmp_path / f"{sequence}.rtraw")
+        rtraws.append(tmp_path / f"{sequence}.rtraw")
+    ok("dqm", tmp_path / "run.json", *rtraws)
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["time_span_s"] > 3600
+    assert 0 < summary["live_time_s"] < 1
+    assert 800 < summary["rate_hz"] < 1200
+
+
 def test_dqm_refuses_to_mix_runs(chain: Chain, tmp_path: Path) -> None:
     data, _ = synthesize(run=RUN + 1, stream="Physics", sequence=1, start_time_ns=START_NS, size=4096)
     (tmp_path / "other.dat").write_bytes(data)
