@@ -6,6 +6,8 @@ rawflow grid status [--json]
 rawflow sites [--json]
 rawflow block status|close|plan ID [--type RAW] [--site SE]
 rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
+rawflow block reconcile ID [--type RAW] [--json]     (register files on the Tier-0 whose announcements were lost)
+rawflow block audit ID [--site SE] [--type RAW] [--json] [--no-retransfer]   (dark and lost files at the sites)
 rawflow file show LFN|PATH|FILE-NAME
 rawflow quarantine list [--reason R] [--limit N] | replay ID [ID ...] [--topic T]
 
@@ -307,6 +309,10 @@ def cmd_block(args: argparse.Namespace) -> int:
     data_type = DataType.parse(args.type)
     if args.action == "retransfer":
         return _retransfer(args, data_type)
+    if args.action == "reconcile":
+        return _reconcile(args, data_type)
+    if args.action == "audit":
+        return _audit(args, data_type)
     sites = _sites(args)
     only = [sites[args.site].name] if args.site else None  # an unknown site is a one-line error
     if args.action == "close" and only:
@@ -458,11 +464,9 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     The replicas go back to REGISTERED (the planner transfers them again; the attempt count is kept, so each
     file gets one more try), with the previous error kept in the reason. The copy itself is done by the
     block DAG, triggered through Airflow's REST API with conf {"sites": [SITE]} for the block's day."""
-    from datetime import timedelta
 
     from rawflow.catalogue import ReplicaState, get_catalogue
-    from rawflow.catalogue.base import utc_now
-    from rawflow.naming import block_name, day_zone, receiving_day_bounds
+    from rawflow.naming import block_name
 
     if not args.site:
         raise RawflowError("block retransfer needs --site SITE")
@@ -485,10 +489,7 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     marked = sum(len(lfns) for lfns in by_error.values())
     # A manual run anywhere inside the block's receiving day (in the policy's zone) is that block's run; the time
     # elapsed since midnight keeps it unique.
-    start, end = receiving_day_bounds(args.block_id, sites.timezone)
-    now = utc_now()
-    offset = now - now.astimezone(day_zone(sites.timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
-    logical_date = min(start + offset, end - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    logical_date = block_logical_date(args.block_id, sites.timezone)
     dag_id = f"rawflow_block_{data_type.value.lower()}"
     run_id = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": [site]})
     result = {"block": block_name(data_type, args.block_id), "site": site, "marked": marked, "dag_id": dag_id}
@@ -524,6 +525,129 @@ def _resolve_lfn(catalogue: Any, text: str) -> str:
     if not found:
         raise NotFoundError(f"file {text} is not in the catalogue (looked for {candidates[0]} and the days around it)")
     return next(lfn for lfn in candidates if lfn in found)
+
+
+def _storage() -> Any:
+    """A gfal2 client with the storage token of $RAWFLOW_STORAGE_TOKEN or the local grid's secrets."""
+    import os
+
+    from rawflow.grid.stack import GridState, default_var_dir
+    from rawflow.storage import get_storage
+
+    state = GridState.load(default_var_dir())
+    cert_dir = state.values.get("x509_cert_dir")
+    if cert_dir and "X509_CERT_DIR" not in os.environ:
+        os.environ["X509_CERT_DIR"] = str(cert_dir)  # gfal2 reads its CA directory from the environment
+    token = os.environ.get("RAWFLOW_STORAGE_TOKEN")
+    if token is None and state.secrets_file.exists():
+        token = json.loads(state.secrets_file.read_text()).get("storage_token")
+    return get_storage("gfal2", **({"bearer_token": token} if token else {}))
+
+
+def _reconcile(args: argparse.Namespace, data_type: DataType) -> int:
+    """Register the block's Tier-0 files the catalogue does not know (their announcements were lost)."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.notify import LogNotifier
+    from rawflow.ops.reconcile import Reconciler, reconcile_blocks, report_dict
+    from rawflow.quarantine import Quarantine
+
+    url = _catalogue_url(args)
+    quarantine = Quarantine(args.quarantine if getattr(args, "quarantine", None) else url)
+    quarantine.create_schema()
+    catalogue = get_catalogue(url)
+    try:
+        reconciler = Reconciler(catalogue, _storage(), _sites(args), quarantine, LogNotifier())
+        run = reconcile_blocks(reconciler, [(data_type, args.block_id)])
+    finally:
+        catalogue.close()
+    if run.closed:
+        raise UsageError(f"block {run.closed[0]} is closed: its files can no longer be registered")
+    if run.failed:
+        raise TransientError(run.summary())
+    report = report_dict(run.reports[0])
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"{report['block']}: {report['listed']} listed at the Tier-0, {report['already_registered']} already "
+        f"registered, {report['recovered']} recovered, {report['rejected']} rejected, {report['skipped']} skipped"
+    )
+    for reason, count in sorted(report["rejected_by_reason"].items()):
+        print(f"  rejected {reason}: {count} (see `rawflow quarantine list --reason {reason}`)")
+    for lfn in report["recovered_lfns"]:
+        print(f"  recovered {lfn!r}")
+    return 0
+
+
+def _audit(args: argparse.Namespace, data_type: DataType) -> int:
+    """Compare each target site's storage under the block directory with the catalogue: dark files are listed,
+    lost replicas are marked bad and (unless --no-retransfer) a block DAG run is triggered for their sites.
+    Exit status 1 when anything is inconsistent, so scripts notice."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.naming import block_name
+    from rawflow.ops.audit import AuditStore, audit_block
+    from rawflow.planning import targets
+
+    sites = _sites(args)
+    names = [sites[args.site].name] if args.site else [s.name for s in targets(sites)]
+    url = _catalogue_url(args)
+    catalogue = get_catalogue(url)
+    try:
+        if catalogue.get_block(data_type, args.block_id) is None:
+            raise NotFoundError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
+        audits = audit_block(catalogue, _storage(), sites, data_type, args.block_id, names)
+    finally:
+        catalogue.close()
+    store = AuditStore(url)
+    try:
+        store.save(audits)
+    finally:
+        store.close()
+    lost_sites = [a.site for a in audits if a.marked_bad]
+    triggered: str | None = None
+    if lost_sites and not args.no_retransfer:
+        triggered = _trigger_block_run(args, data_type, lost_sites)
+    if args.json:
+        print(json.dumps({"audits": [a.to_dict() for a in audits], "retransfer_run_id": triggered}, indent=2))
+    else:
+        _print_table(
+            f"Audit of {block_name(data_type, args.block_id)} at the sites",
+            ("site", "listed", "expected", "good", "dark", "lost", "unchecked", "error"),
+            [
+                (a.site, a.listed, a.expected, a.good, len(a.dark), len(a.lost), a.unchecked, a.error or "")
+                for a in audits
+            ],
+        )
+        for audit in audits:
+            for lfn in audit.dark[:20]:
+                print(f"  {audit.site}: dark {lfn!r} (not deleted)")
+            for lfn, why in list(sorted(audit.lost.items()))[:20]:
+                print(f"  {audit.site}: {lfn!r}: {why}")
+        if triggered:
+            print(f"lost replicas at {', '.join(lost_sites)} marked bad; block DAG run {triggered} retransfers them")
+    return 0 if all(a.consistent for a in audits) else 1
+
+
+def _trigger_block_run(args: argparse.Namespace, data_type: DataType, sites: Sequence[str]) -> str:
+    """A block DAG run for the block's day, restricted to ``sites`` (the time of day keeps its id unique)."""
+    logical_date = block_logical_date(args.block_id, _sites(args).timezone)
+    dag_id = f"rawflow_block_{data_type.value.lower()}"
+    run_id: str = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": list(sites)})
+    return run_id
+
+
+def block_logical_date(block_id: str, timezone: str) -> str:
+    """A logical date for a manual block DAG run of ``block_id``: inside its receiving day in ``timezone`` (the
+    block DAG's run belongs to that day), at the time of day elapsed now, which keeps run ids unique."""
+    from datetime import timedelta
+
+    from rawflow.catalogue.base import utc_now
+    from rawflow.naming import day_zone, receiving_day_bounds
+
+    start, end = receiving_day_bounds(block_id, timezone)
+    now = utc_now()
+    offset = now - now.astimezone(day_zone(timezone)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return min(start + offset, end - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
 
 
 def cmd_file(args: argparse.Namespace) -> int:
@@ -678,6 +802,9 @@ BLOCK_HELP = (
                  expected duration at the recently measured rate), from the same planner; moves nothing
   retransfer ID  mark the --site's bad replicas of the block for one more attempt and trigger a block DAG run
                  for that site (through Airflow, never around it)
+  reconcile ID   register the block's files on the Tier-0 whose announcements were lost
+  audit ID       compare each target site's storage with the catalogue: dark files listed, lost replicas
+                 marked bad and retransferred by a block DAG run (unless --no-retransfer); exit 1 if any
 
 ID is the receiving day YYYYMMDD (a calendar day in the time zone of config/sites.yaml).
 """
@@ -724,16 +851,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     block = sub.add_parser(
         "block",
-        help="a block: status, close, plan (dry run), retransfer",
+        help="a block: status, close, plan (dry run), retransfer, reconcile, audit",
         description="One block (receiving day) of one data type.",
         formatter_class=raw,
         epilog=BLOCK_HELP,
     )
-    block.add_argument("action", choices=("status", "close", "plan", "retransfer"), help="see actions below")
+    block.add_argument(
+        "action",
+        choices=("status", "close", "plan", "retransfer", "reconcile", "audit"),
+        help="see actions below",
+    )
     block.add_argument("block_id", help="YYYYMMDD")
     block.add_argument("--type", default="RAW", help="RAW or RTRAW")
     block.add_argument(
-        "--site", help="status, plan: only this site; retransfer: the site whose bad replicas are retried"
+        "--no-retransfer", action="store_true", help="audit: mark lost replicas bad but trigger no block DAG run"
+    )
+    block.add_argument(
+        "--site",
+        help="status, plan, audit: only this site; retransfer: the site whose bad replicas are retried",
     )
     block.add_argument(
         "--airflow-url", help="retransfer: Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rawflow.grid.process import pid_alive
+from rawflow.grid.process import marked_pids, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,11 +35,14 @@ def test_grid_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         assert all(p["running"] for p in parts)
         assert all(p["reachable"] for p in parts if p["name"] != "tape-migrator")
         pids = [p["pid"] for p in parts]
+        grid_id = json.loads((tmp_path / "grid" / "state.json").read_text())["values"]["grid_id"]
+        assert len(marked_pids(grid_id)) >= len(pids)  # every daemon (and its children) carries the marker
     finally:
         down = rawflow("grid", "down", var=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopped {len(pids)} processes" in down.stdout
     assert [pid for pid in pids if pid_alive(pid)] == []
+    assert marked_pids(grid_id) == []
     after = rawflow("grid", "status", "--json", var=tmp_path)
     assert json.loads(after.stdout) == [] and after.returncode == 1
 
