@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -294,3 +295,17 @@ def stream_of(lfn: str) -> str:
 
 def due(now: datetime, next_attempt_at: datetime | None) -> bool:
     return next_attempt_at is None or next_attempt_at <= now
+
+
+_BLOCK_URI = re.compile(r"rawflow://blocks/RAW-([0-9]{8})")
+
+
+def blocks_from_asset_uris(uris: Iterable[str]) -> list[str]:
+    """The RAW block ids named by the receiver's block Asset URIs (others ignored), sorted, unique."""
+    found = set()
+    for uri in uris:
+        match = _BLOCK_URI.fullmatch(uri.strip())
+        if match:
+            parse_block_id(match[1])
+            found.add(match[1])
+    return sorted(found)
