@@ -33,8 +33,8 @@ T0 = "root://127.0.0.1:1094//eos/ihep"
 
 def test_keys_are_deterministic_valid_and_versioned() -> None:
     key = job_key(RAW2RTRAW, [RAW[0]])
-    assert key == job_key(RAW2RTRAW, [RAW[0]]) == job_key(RAW2RTRAW, [RAW[0]], "1")
-    assert key.startswith("raw2rtraw-v1-")
+    assert key == job_key(RAW2RTRAW, [RAW[0]]) == job_key(RAW2RTRAW, [RAW[0]], "1.0.0")
+    assert key.startswith("raw2rtraw-v1.0.0-")
     assert key != job_key(RAW2RTRAW, [RAW[1]])
     assert key != job_key(REC, [RAW[0]])
     assert key != job_key(RAW2RTRAW, [RAW[0]], "2")  # a new payload version reprocesses
@@ -52,7 +52,7 @@ def test_conversion_plan_and_specs() -> None:
     spec = job.spec(2, lambda lfn: T0 + lfn)
     assert spec.key == f"{job.key}.2"
     assert spec.payload == RAW2RTRAW
-    assert spec.args == (T0 + RAW[0], T0 + job.outputs[0])  # the payload's IN OUT
+    assert spec.args == ("@in:" + T0 + RAW[0], "@out:" + T0 + job.outputs[0])  # the payload's IN OUT
     assert spec.labels["block"] == "20251101" and spec.labels["run"] == "1234"
     rec = plan_conversions(REC, [(job.outputs[0], 1234)], block_id="20251101")[0]
     assert rec.outputs == (f"/juno/esd/2025/1101/{NAME.format(0)}.esd",)
@@ -65,8 +65,8 @@ def test_dqm_plan_one_job_per_run_output_first() -> None:
     jobs = plan_dqm({1234: rtraw, 99: rtraw[:1]}, block_id="20251101")
     assert [j.run for j in jobs] == [99, 1234]
     spec = jobs[1].spec(1, lambda lfn: T0 + lfn)
-    assert spec.args[0].endswith(".json") and spec.args[0].startswith(T0 + "/juno/dqm/2025/1101/dqm.001234.")
-    assert spec.args[1:] == tuple(T0 + lfn for lfn in rtraw)
+    assert spec.args[0].endswith(".json") and spec.args[0].startswith("@out:" + T0 + "/juno/dqm/2025/1101/dqm.001234.")
+    assert spec.args[1:] == tuple("@in:" + T0 + lfn for lfn in rtraw)
     # A run that gains a file gets a new DQM job.
     assert plan_dqm({1234: rtraw[:2]}, block_id="20251101")[0].key != jobs[1].key
 
@@ -130,7 +130,8 @@ def test_output_check() -> None:
     out = "/juno/rtraw/2025/1101/x.rtraw"
     outcome = _outcome(
         {
-            "inputs": [{"url": T0 + RAW[0], "events": 100}],
+            "inputs": [{"url": T0 + RAW[0], "size": 10}],
+            "payload_report": {"inputs": [{"name": "x.dat", "events": 100}]},
             "outputs": [{"url": T0 + out, "size": 2048, "adler32": "1a2b3c", "events": 100}],
         }
     )

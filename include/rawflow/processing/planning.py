@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 from rawflow.compute.base import JobOutcome, JobSpec, JobState
 from rawflow.errors import ConfigError
 from rawflow.naming import EXPERIMENT, DataType, derived_lfn, parse_block_id, parse_lfn
+from rawflow.payloads import PAYLOAD_VERSION
 
 RAW2RTRAW, REC, DQM = "raw2rtraw", "rec", "dqm"
+STAGE_IN, STAGE_OUT = "@in:", "@out:"  # the job wrapper's markers (rawflow.compute.job_wrapper)
 STAGES = (RAW2RTRAW, REC, DQM)
 
-PAYLOAD_VERSIONS: Mapping[str, str] = {RAW2RTRAW: "1", REC: "1", DQM: "1"}
+PAYLOAD_VERSIONS: Mapping[str, str] = {RAW2RTRAW: PAYLOAD_VERSION, REC: PAYLOAD_VERSION, DQM: PAYLOAD_VERSION}
 """Bumping a payload's version gives its jobs new keys: the same inputs are processed again (a reprocessing)."""
 
 STAGE_TYPES: Mapping[str, tuple[DataType, DataType | None]] = {
@@ -147,9 +149,10 @@ class PlannedJob:
 
     def spec(self, attempt: int, url_of: Any) -> JobSpec:
         """The JobSpec of attempt ``attempt``; ``url_of(lfn)`` gives the Tier-0 URL. Arguments follow the
-        payload's command line (docs/processing.md): ``raw2rtraw|rec IN OUT``, ``dqm OUT IN...``."""
-        ins = tuple(url_of(lfn) for lfn in self.inputs)
-        outs = tuple(url_of(lfn) for lfn in self.outputs)
+        payload's command line (docs/processing.md): ``raw2rtraw|rec IN OUT``, ``dqm OUT IN...``, each URL
+        marked for the job wrapper to stage in (``@in:``) or out (``@out:``) over xrootd."""
+        ins = tuple(STAGE_IN + url_of(lfn) for lfn in self.inputs)
+        outs = tuple(STAGE_OUT + url_of(lfn) for lfn in self.outputs)
         args = (*outs, *ins) if self.payload == DQM else (*ins, *outs)
         return JobSpec(
             key=attempt_key(self.key, attempt),
@@ -261,8 +264,12 @@ def reported_outputs(outcome: JobOutcome, expected: Sequence[str]) -> dict[str, 
 
 
 def reported_input_events(outcome: JobOutcome) -> int | None:
-    """The total event count of the job's inputs, as the payload read them (None if not reported)."""
-    entries = outcome.report.get("inputs") if isinstance(outcome.report, Mapping) else None
+    """The total event count of the job's inputs, as the payload read them (the payload's own report, which
+    the wrapper keeps under ``payload_report``; None if not reported)."""
+    report: Any = outcome.report if isinstance(outcome.report, Mapping) else {}
+    if isinstance(report.get("payload_report"), Mapping):
+        report = report["payload_report"]
+    entries = report.get("inputs")
     if not isinstance(entries, list):
         return None
     counts: list[int] = []
