@@ -8,6 +8,7 @@ rawflow block status|close ID [--type RAW]
 rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
 rawflow file show LFN
 rawflow quarantine list [--reason R] | replay ID [ID ...] [--topic T]
+rawflow jobs list [--block D] [--payload P] [--state S] | show KEY | retry KEY [KEY ...]   (keep-up jobs)
 """
 
 from __future__ import annotations
@@ -377,6 +378,71 @@ def _replay(args: argparse.Namespace, quarantine: Quarantine) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Keep-up jobs from the jobs table (in the catalogue's database)."""
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.keepup import retry_jobs
+    from rawflow.processing.planning import JobPhase
+
+    store = JobStore(args.jobs_db or _catalogue_url(args))
+    try:
+        if args.action == "retry":
+            if not args.keys:
+                raise RawflowError(
+                    "jobs retry: name at least one job KEY (see `rawflow jobs list --state problematic`)"
+                )
+            reset = retry_jobs(store, args.keys)
+            skipped = sorted(set(args.keys) - set(reset))
+            if args.json:
+                print(json.dumps({"reset": reset, "not_problematic_or_unknown": skipped}, indent=2))
+            else:
+                print(f"reset {len(reset)} job(s); the next keep-up round resubmits them")
+                for key in skipped:
+                    print(f"  not Problematic or unknown, left alone: {key}")
+            return 0 if reset or not skipped else 1
+        if args.action == "show":
+            if len(args.keys) != 1:
+                raise RawflowError("jobs show: name exactly one job KEY")
+            record = store.get(args.keys).get(args.keys[0])
+            if record is None:
+                raise RawflowError(f"no job with key {args.keys[0]!r}")
+            if args.json:
+                print(json.dumps({**record.to_dict(), "summary": record.summary}, indent=2))
+                return 0
+            for name, value in record.to_dict().items():
+                if isinstance(value, list):
+                    value = "\n  ".join(["", *value]) if value else "-"
+                print(f"{name:>16}: {value if value not in (None, '') else '-'}")
+            return 0
+        states = [JobPhase(s) for s in args.state] if args.state else None
+        records = store.list_jobs(block_id=args.block, payload=args.payload, states=states, limit=args.limit)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in records], indent=2))
+            return 0
+        _print_table(
+            f"keep-up jobs ({len(records)} shown)",
+            ("key", "payload", "block", "run", "state", "attempts", "backend id", "exit", "reason", "updated"),
+            [
+                (
+                    r.key,
+                    r.payload,
+                    r.block_id,
+                    r.run,
+                    r.state.value,
+                    r.attempts,
+                    r.backend_id or "",
+                    "" if r.exit_code is None else r.exit_code,
+                    (r.reason or r.hold_reason or "")[:80],
+                    f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for r in records
+            ],
+        )
+        return 0
+    finally:
+        store.close()
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
@@ -435,6 +501,22 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")
     _add_catalogue_options(quarantine)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    jobs = sub.add_parser("jobs", help="keep-up processing jobs: list, show one, retry Problematic ones")
+    jobs.add_argument("action", choices=("list", "show", "retry"))
+    jobs.add_argument("keys", nargs="*", help="show/retry: job keys")
+    jobs.add_argument("--block", help="list: only this block (YYYYMMDD)")
+    jobs.add_argument("--payload", choices=("raw2rtraw", "rec", "dqm"), help="list: only this payload")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        choices=("submitting", "queued", "running", "held", "retry_wait", "done", "problematic"),
+        help="list: only these states (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=200)
+    jobs.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+    _add_catalogue_options(jobs)
+    jobs.set_defaults(func=cmd_jobs)
     return parser
 
 

@@ -271,7 +271,10 @@ def collect_round(ctx: KeepupContext, block_id: str) -> RoundReport:
         elif decision.action is Action.GIVE_UP:
             if status.state is JobState.HELD:
                 cancel.append(record.backend_key)
-            updates.append(record.evolve(state=JobPhase.PROBLEMATIC, reason=decision.reason, **facts))
+            failures = record.failures + (1 if status.state is JobState.FAILED else 0)
+            updates.append(
+                record.evolve(state=JobPhase.PROBLEMATIC, failures=failures, reason=decision.reason, **facts)
+            )
             report.problematic.append((record.key, decision.reason))
         else:
             assert outcome is not None
@@ -494,3 +497,16 @@ __all__ = [
     "run_keepup_round",
     "submit_round",
 ]
+
+
+def retry_jobs(store: JobStore, keys: Iterable[str]) -> list[str]:
+    """Give Problematic jobs a fresh start (`rawflow jobs retry`): the next keep-up round submits a new attempt.
+    Returns the keys that were reset; a key that is not Problematic is left alone."""
+    reset = []
+    for record in store.get(keys).values():
+        if record.state is JobPhase.PROBLEMATIC:
+            reset.append(
+                record.evolve(state=JobPhase.RETRY_WAIT, failures=0, next_attempt_at=None, reason="retry requested")
+            )
+    store.upsert(reset)
+    return sorted(r.key for r in reset)
