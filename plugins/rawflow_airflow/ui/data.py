@@ -160,3 +160,10 @@ def kafka(sources: Sources) -> schemas.KafkaOut:
         ],
         **common,
     )
+
+
+def processing(sources: Sources, days: int) -> dict[str, Any]:
+    """Keep-up processing per block and run (see rawflow.processing.status)."""
+    from rawflow.processing.status import processing_status
+
+    return processing_status(sources.store().engine, days=days).to_dict()
