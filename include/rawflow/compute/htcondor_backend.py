@@ -83,11 +83,15 @@ def classad_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def submit_description(batch: str, *, request_memory_mb: int = 512, request_disk_kb: int = 1_000_000) -> dict[str, str]:
+def submit_description(
+    batch: str, *, request_memory_mb: int = 512, request_disk_kb: int = 1_000_000, job_lease_s: int = 120
+) -> dict[str, str]:
     """The cluster's submit description (pure); per-job values come from :func:`item_data`.
 
     No shared file system: stdout/stderr go nowhere on the submit side (the wrapper records their tails in the
     job ad), inputs and outputs move over xrootd; nothing is transferred back (``transfer_output_files`` empty).
+    ``job_lease_s``: how long a restarted schedd waits to reconnect to a running job before it requeues it (the
+    default 40 min would leave jobs of a crashed node "running" that long).
     """
     check_batch(batch)
     return {
@@ -105,6 +109,7 @@ def submit_description(batch: str, *, request_memory_mb: int = 512, request_disk
         "request_cpus": "1",
         "request_memory": str(request_memory_mb),
         "request_disk": str(request_disk_kb),
+        "job_lease_duration": str(job_lease_s),
         "+WantIOProxy": "true",
         f"+{KEY_ATTR}": "$(key)",
         f"+{BATCH_ATTR}": classad_string(batch),
@@ -255,12 +260,14 @@ class HTCondorBackend:
         schedd_name: str | None = None,
         timeout: float = 60.0,
         request_memory_mb: int = 512,
+        job_lease_s: int = 120,
     ) -> None:
         self.condor_config = condor_config
         self.collector = collector
         self.schedd_name = schedd_name
         self.timeout = timeout
         self.request_memory_mb = request_memory_mb
+        self.job_lease_s = job_lease_s
         self._schedd: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="htcondor")
 
@@ -321,7 +328,7 @@ class HTCondorBackend:
 
     # --- ComputeBackend -----------------------------------------------------------------------------------
     def submit(self, jobs: Sequence[JobSpec], *, batch: str) -> list[JobHandle]:
-        description = submit_description(batch, request_memory_mb=self.request_memory_mb)
+        description = submit_description(batch, request_memory_mb=self.request_memory_mb, job_lease_s=self.job_lease_s)
         if len({job.key for job in jobs}) != len(jobs):
             raise ComputeJobError(f"batch {batch!r} holds the same key twice")
         rows = item_data(jobs)

@@ -233,7 +233,8 @@ def deploy_software(sw_dir: Path, *, extra: Mapping[str, Path] | None = None) ->
         dest = fresh / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.rmtree(dest, ignore_errors=True)  # replaces, never merges with, what is there
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest)
     for path in [fresh, *fresh.rglob("*")]:
