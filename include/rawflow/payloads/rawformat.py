@@ -316,14 +316,15 @@ class _Batch:
     trigger: npt.NDArray[np.uint8]
     hits: npt.NDArray[Any]
     truth: Truth
+    offsets: npt.NDArray[np.int64]  # event i's hits are hits[offsets[i]:offsets[i + 1]]
+    cost: npt.NDArray[np.int64]  # bytes each event takes in a file
 
-    @property
-    def offsets(self) -> npt.NDArray[np.int64]:
-        return np.concatenate(([0], np.cumsum(self.nhits)))
 
-    @property
-    def cost(self) -> npt.NDArray[np.int64]:
-        return EVENT.size + HIT_DTYPE.itemsize * self.nhits
+def _batch(
+    nhits: npt.NDArray[np.int64], trigger: npt.NDArray[np.uint8], hits: npt.NDArray[Any], truth: Truth
+) -> _Batch:
+    offsets = np.concatenate(([0], np.cumsum(nhits))).astype(np.int64)
+    return _Batch(nhits, trigger, hits, truth, offsets, EVENT.size + HIT_DTYPE.itemsize * nhits)
 
 
 def _simulate_events(rng: np.random.Generator, n: int) -> _Batch:
@@ -363,7 +364,7 @@ def _simulate_events(rng: np.random.Generator, n: int) -> _Batch:
     hits["charge"] = np.maximum(rng.normal(npe, 0.3 * np.sqrt(npe)), 0.05)
     per_event = np.bincount(key[first] // N_PMTS, minlength=n).astype(np.int64)
     trigger = np.where(periodic, TRIGGER_PERIODIC, TRIGGER_MULTIPLICITY).astype(np.uint8)
-    return _Batch(per_event, trigger, hits, Truth(vertex, energy))
+    return _batch(per_event, trigger, hits, Truth(vertex, energy))
 
 
 POOL_EVENTS = 4096
@@ -377,24 +378,25 @@ def _event_pool() -> _Batch:
     return _simulate_events(np.random.Generator(np.random.PCG64(20_260_101)), POOL_EVENTS)
 
 
-def _select(batch: _Batch, order: npt.NDArray[np.int64], budget: int) -> list[int]:
-    """Events of ``batch`` taken in ``order`` while they fit into ``budget`` bytes; then the following ones
-    that still fit (a bounded number of tries), as a DAQ closing a file would fill its last block."""
+def _select(batch: _Batch, order: npt.NDArray[np.int64], budget: int) -> npt.NDArray[np.int64]:
+    """Events of ``batch`` taken in ``order`` while they fit into ``budget`` bytes; then, among the next
+    MAX_FILL_TRIES events, those that still fit, as a DAQ closing a file fills its last block."""
     cost = batch.cost[order]
     total = np.cumsum(cost)
     prefix = int(np.searchsorted(total, budget, side="right"))
-    chosen: list[int] = order[:prefix].tolist()
     left = budget - (int(total[prefix - 1]) if prefix else 0)
-    tries = 0
-    for index in range(prefix, len(order)):
-        if left < EVENT.size or tries >= MAX_FILL_TRIES:
+    window = cost[prefix : prefix + MAX_FILL_TRIES]
+    extra: list[int] = []
+    position = 0
+    while left >= EVENT.size:
+        fitting = np.flatnonzero(window[position:] <= left)
+        if not len(fitting):
             break
-        if cost[index] <= left:
-            chosen.append(int(order[index]))
-            left -= int(cost[index])
-        else:
-            tries += 1
-    return chosen
+        position += int(fitting[0])
+        extra.append(prefix + position)
+        left -= int(window[position])
+        position += 1
+    return np.concatenate((order[:prefix], order[extra])).astype(np.int64)
 
 
 def synthesize(
@@ -411,11 +413,13 @@ def synthesize(
     budget = size - MIN_FILE_SIZE
     if size <= POOL_MAX_FILE_SIZE:
         batch = _event_pool()
-        order = np.roll(np.arange(len(batch.nhits)), -int(rng.integers(len(batch.nhits))))
+        # Consecutive pool events from a random place; never more than can fit (the smallest event is 20 bytes).
+        length = min(len(batch.nhits), budget // EVENT.size + MAX_FILL_TRIES)
+        order = (int(rng.integers(len(batch.nhits))) + np.arange(length)) % len(batch.nhits)
     else:
         batch = _simulate_events(rng, int(budget / 1400) + 64)  # the mean event is ≈ 1.5 kB
         order = np.arange(len(batch.nhits))
-    chosen = np.asarray(_select(batch, order, budget), dtype=np.int64)
+    chosen = _select(batch, order, budget)
     n = len(chosen)
     nhits = batch.nhits[chosen]
     starts = batch.offsets[chosen]

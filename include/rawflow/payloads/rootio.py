@@ -79,8 +79,11 @@ def root_time(start_time_ns: int) -> _datetime.datetime:
 def write_root(
     output: Path, *, seed: str, moment: _datetime.datetime, fill: Callable[[Any], None], check: Callable[[Path], None]
 ) -> None:
-    """Write ``output`` through ``fill(file)`` under a temporary name, ``check`` it, then rename (never half a file)."""
-    temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    """Write ``output`` through ``fill(file)`` in a private directory beside it, ``check`` it, then rename it
+    into place (never half a file). ROOT stores the file's base name, so the temporary has the final one."""
+    scratch = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    scratch.mkdir(exist_ok=True)
+    temporary = scratch / output.name
     try:
         with _frozen_clock(moment), uproot.recreate(temporary, uuid_function=seeded_uuids(seed)) as file:
             fill(file)
@@ -91,6 +94,8 @@ def write_root(
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+        with contextlib.suppress(OSError):
+            scratch.rmdir()
 
 
 def write_text_atomically(output: Path, text: str) -> None:
