@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--kib", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--poll", type=float, default=2.0, help="Rawflow's poll interval (the operator's is 10 s)")
     args = parser.parse_args()
 
     ensure_installed()
@@ -139,7 +140,9 @@ def main() -> None:
 
         catalogue.register_files(rawflow_files, site=sites.tier0.name)
         started = time.monotonic()
-        report = run_keepup_round(ctx, block_id_for(day_a), timeout=timedelta(seconds=args.timeout), poll_interval=0.5)
+        report = run_keepup_round(
+            ctx, block_id_for(day_a), timeout=timedelta(seconds=args.timeout), poll_interval=args.poll
+        )
         rawflow_s = time.monotonic() - started
         assert not report.timed_out and report.registered.get(RAW2RTRAW) == args.files, report.to_dict()
 

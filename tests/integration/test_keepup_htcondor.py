@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +23,14 @@ import pytest
 from rawflow.catalogue.base import FileRecord
 from rawflow.catalogue.sql import SqlCatalogue
 from rawflow.compute import get_compute_backend
-from rawflow.grid.condor import CondorPool, ensure_installed, start_pool, stop_pool
+from rawflow.compute.base import ComputeBackendError, JobState
+from rawflow.compute.htcondor_backend import HTCondorBackend
+from rawflow.grid.condor import CondorPool, ensure_installed, in_pool, kill_pool, start_pool, stop_pool
 from rawflow.grid.xrootd import LocalSites
 from rawflow.naming import DataType, RawFileName, derived_lfn, lfn_for, parse_block_id
 from rawflow.payloads.rawformat import read_header, synthesize
 from rawflow.processing.jobs import JobStore
-from rawflow.processing.keepup import KeepupContext, run_keepup_round, submit_round
+from rawflow.processing.keepup import KeepupContext, collect_round, run_keepup_round, submit_round
 from rawflow.processing.planning import DQM, RAW2RTRAW, REC, JobPhase, RetryPolicy
 from rawflow.storage.gfal2_storage import Gfal2Storage
 
@@ -178,3 +181,40 @@ def test_resubmission_after_a_crash_finds_the_job_by_key(setup: Setup, storage: 
     report = run_keepup_round(ctx, BLOCK, timeout=timedelta(minutes=4), poll_interval=1.0)
     assert not report.timed_out
     assert ctx.catalogue.children([raw.lfn]) == {raw.lfn: [derived_lfn(raw.lfn, DataType.RTRAW)]}
+
+
+def test_pool_killed_mid_round_completes_with_one_job_per_key(
+    setup: Setup, storage: Gfal2Storage, pool: CondorPool
+) -> None:
+    # A short job lease: the restarted schedd requeues the killed starters' jobs soon.
+    backend = HTCondorBackend(condor_config=str(pool.client_config_path), timeout=15, job_lease_s=15)
+    ctx = replace(setup.ctx, backend=backend)
+    tag = f"x{uuid.uuid4().hex[:6]}"
+    raws = [_raw_file(storage, ctx, seq, tag)[0] for seq in (20, 21, 22, 23)]
+    ctx.catalogue.register_files(raws, site=ctx.sites.tier0.name)
+    assert submit_round(ctx, BLOCK).submitted.get(RAW2RTRAW) == 4
+    records = {r.inputs[0]: r for r in ctx.jobs.active(BLOCK) if r.inputs[0] in {raw.lfn for raw in raws}}
+    deadline = time.monotonic() + 60
+    while not any(
+        s.state is JobState.RUNNING for s in backend.poll([r.backend_key for r in records.values()]).values()
+    ):
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.5)
+    kill_pool(pool.state_dir)  # every HTCondor daemon SIGKILLed mid-run (condor_master included)
+    with pytest.raises(ComputeBackendError):
+        collect_round(ctx, BLOCK)
+    start_pool(pool.state_dir, num_cpus=2)  # same state dir: same port, same queue
+    report = run_keepup_round(ctx, BLOCK, timeout=timedelta(minutes=5), poll_interval=1.0)
+    assert not report.timed_out, report.to_dict()
+    for raw in raws:
+        rtraw = derived_lfn(raw.lfn, DataType.RTRAW)
+        assert ctx.catalogue.children([raw.lfn]) == {raw.lfn: [rtraw]}
+        assert ctx.catalogue.children([rtraw]) == {rtraw: [derived_lfn(rtraw, DataType.ESD)]}
+    # No attempt key ever had two HTCondor jobs (queue and history together).
+    keys = (
+        in_pool(pool, ["condor_history", "-af", "RawflowKey"]) + in_pool(pool, ["condor_q", "-af", "RawflowKey"])
+    ).split()
+    for record in records.values():
+        ours = [k for k in keys if k.startswith(record.key + ".")]
+        assert ours and len(ours) == len(set(ours)), ours
+    backend.close()

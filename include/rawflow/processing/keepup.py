@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rawflow.catalogue.base import Catalogue, FileRecord, ReplicaState, utc_now
+from rawflow.catalogue.base import BlockClosedError, Catalogue, FileRecord, ReplicaState, utc_now
 from rawflow.compute.base import ComputeBackend, ComputeError, JobOutcome, JobState, JobStatus
 from rawflow.errors import RawflowError
 from rawflow.naming import DataType, derived_lfn
@@ -340,6 +340,7 @@ def _check_and_register(
     """Check each finished job's outputs at the Tier-0 against its report; register the good ones in bulk."""
     updates: list[JobRecord] = []
     good: list[tuple[JobRecord, dict[str, int]]] = []  # record, output lfn → events
+    measured: dict[str, tuple[int, str]] = {}  # output lfn → (size, adler32) at the Tier-0
     for record, outcome in checks:
         try:
             reported = reported_outputs(outcome, record.outputs)
@@ -347,9 +348,9 @@ def _check_and_register(
             problem = None
             for lfn, entry in reported.items():
                 url = ctx.url(lfn)
-                stat = ctx.storage.stat(url)
+                measured[lfn] = (ctx.storage.stat(url).size, ctx.storage.checksum(url))
                 problem = problem or check_output(
-                    entry, size=stat.size, adler32=ctx.storage.checksum(url), input_events=input_events
+                    entry, size=measured[lfn][0], adler32=measured[lfn][1], input_events=input_events
                 )
         except (ReportError, RawflowError) as exc:
             problem = f"output check: {exc}"
@@ -361,7 +362,7 @@ def _check_and_register(
             updates.append(_finish_dqm(ctx, record, report))
         else:
             good.append((record, events))
-    updates += _register(ctx, good, report)
+    updates += _register(ctx, good, measured, report)
     return updates
 
 
@@ -376,19 +377,18 @@ def _finish_dqm(ctx: KeepupContext, record: JobRecord, report: RoundReport) -> J
 
 
 def _register(
-    ctx: KeepupContext, good: Sequence[tuple[JobRecord, dict[str, int]]], report: RoundReport
+    ctx: KeepupContext,
+    good: Sequence[tuple[JobRecord, dict[str, int]]],
+    sizes: Mapping[str, tuple[int, str]],
+    report: RoundReport,
 ) -> list[JobRecord]:
+    """Register the checked outputs in one bulk call, with the size and adler32 measured at the Tier-0."""
     if not good:
         return []
     parents = ctx.catalogue.get_files(lfn for record, _ in good for lfn in record.inputs)
     now = ctx.clock()
     records: list[FileRecord] = []
     lineage: dict[str, list[str]] = {}
-    sizes: dict[str, tuple[int, str]] = {}
-    for record, _ in good:
-        for lfn in record.outputs:
-            url = ctx.url(lfn)
-            sizes[lfn] = (ctx.storage.stat(url).size, ctx.storage.checksum(url))
     for record, _ in good:
         parent = parents.get(record.inputs[0])
         if parent is None:
@@ -410,9 +410,15 @@ def _register(
                 )
             )
             lineage[lfn] = list(record.inputs)
-    result = ctx.catalogue.register_files(
-        records, site=ctx.sites.tier0.name, state=ReplicaState.VALIDATED, parents=lineage
-    )
+    try:
+        result = ctx.catalogue.register_files(
+            records, site=ctx.sites.tier0.name, state=ReplicaState.VALIDATED, parents=lineage
+        )
+    except BlockClosedError as exc:
+        # An output block closed before its files were made (a late RAW file): a shifter reopens or decides.
+        reason = f"cannot register: {exc}"
+        report.problematic.extend((record.key, reason) for record, _ in good)
+        return [record.evolve(state=JobPhase.PROBLEMATIC, reason=reason) for record, _ in good]
     conflicts = {lfn: (have, offered) for lfn, have, offered in result.conflicts}
     registered = set(result.added) | set(result.existing)
     updates = []
