@@ -21,6 +21,7 @@ from rawflow.errors import ConfigError
 
 # name → "module:class"; imported only when asked for (the htcondor bindings and DIRAC are heavy and optional).
 COMPUTE_BACKENDS: dict[str, str] = {
+    "dirac": "rawflow.compute.dirac_backend:DiracBackend",
     "htcondor": "rawflow.compute.htcondor_backend:HTCondorBackend",
 }
 

@@ -13,6 +13,12 @@ RawflowStdout, RawflowStderr; base64 of UTF-8). Why chirp rather than output-fil
 in its history after the job left the queue, so the backend reads the outcome with the same query it polls
 with, from any machine, with no sandbox to retrieve or clean up, and no race with the job leaving the queue.
 
+Outside HTCondor (no job ad: DIRAC jobs, ``$_CONDOR_JOB_AD`` unset) the same three values are written as JSON
+to ``rawflow-result.json`` in the job's directory (a DIRAC output-sandbox file). ``--argv-b64 B64`` passes
+``PAYLOAD ARG...`` as unpadded URL-safe base64 of a JSON list, so arguments cross DIRAC's JDL and workflow quoting unchanged.
+``$RAWFLOW_PAYLOAD_PYTHON`` names the payloads' interpreter (default: the wrapper's), ``$RAWFLOW_SW`` the software
+area (default: the parent of this file's directory).
+
 Exit code: the payload's (0 ok; 3 malformed input, permanent), or 80 wrapper error, 81 stage-in failed,
 82 stage-out failed (transient: the storage may come back). Standard library only; runs on Python 3.13.
 """
@@ -35,7 +41,9 @@ IN, OUT = "@in:", "@out:"
 WRAPPER_ERROR, STAGE_IN_FAILED, STAGE_OUT_FAILED = 80, 81, 82
 TAIL_BYTES = 4096
 CHIRP = "/usr/libexec/condor/condor_chirp"
-SW = Path(__file__).resolve().parents[1]  # /opt/rawflow/sw
+RESULT_FILE = "rawflow-result.json"
+# /opt/rawflow/sw; $RAWFLOW_SW where the job system runs a copy of this file (DIRAC's local execution).
+SW = Path(os.environ.get("RAWFLOW_SW") or Path(__file__).resolve().parents[1])
 XRDCP_TIMEOUT = int(os.environ.get("RAWFLOW_XRDCP_TIMEOUT", "600"))
 PAYLOAD_TIMEOUT = int(os.environ.get("RAWFLOW_PAYLOAD_TIMEOUT", "7200"))
 
@@ -87,7 +95,34 @@ def events_of(payload_report: Any, filename: str) -> int | None:
     return None
 
 
+def in_condor() -> bool:
+    return bool(os.environ.get("_CONDOR_JOB_AD") or os.environ.get("_CONDOR_SCRATCH_DIR"))
+
+
+def record(values: dict[str, str]) -> None:
+    """The job's result: in the job ad (HTCondor, chirp) or in RESULT_FILE (elsewhere)."""
+    if in_condor():
+        for name, value in values.items():
+            chirp(name, value)
+        return
+    try:
+        Path(RESULT_FILE).write_text(json.dumps(values, ensure_ascii=True))
+    except OSError as exc:
+        print(f"rawflow-job: could not write {RESULT_FILE}: {exc}", file=sys.stderr)
+
+
+def decode_argv(argv: list[str]) -> list[str]:
+    if len(argv) == 2 and argv[0] == "--argv-b64":
+        text = argv[1] + "=" * (-len(argv[1]) % 4)  # sent unpadded
+        decoded = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))
+        if not isinstance(decoded, list) or not all(isinstance(a, str) for a in decoded):
+            raise ValueError("--argv-b64 must hold a JSON list of strings")
+        return decoded
+    return argv
+
+
 def run(argv: list[str]) -> int:
+    argv = decode_argv(argv)
     if not argv:
         print("usage: rawflow-job PAYLOAD ARG...", file=sys.stderr)
         return WRAPPER_ERROR
@@ -131,7 +166,7 @@ def run(argv: list[str]) -> int:
         env = {**os.environ, "PYTHONPATH": str(SW), "PYTHONDONTWRITEBYTECODE": "1"}
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "rawflow.payloads", payload, *args],
+                [os.environ.get("RAWFLOW_PAYLOAD_PYTHON") or sys.executable, "-m", "rawflow.payloads", payload, *args],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -181,9 +216,13 @@ def run(argv: list[str]) -> int:
     stderr = "\n".join(errors)
     if stderr:
         print(stderr, file=sys.stderr)
-    chirp("RawflowReport", json.dumps(report, ensure_ascii=True, separators=(",", ":")))
-    chirp("RawflowStdout", tail(stdout))
-    chirp("RawflowStderr", tail(stderr))
+    record(
+        {
+            "RawflowReport": json.dumps(report, ensure_ascii=True, separators=(",", ":")),
+            "RawflowStdout": tail(stdout),
+            "RawflowStderr": tail(stderr),
+        }
+    )
     return code
 
 
@@ -193,7 +232,7 @@ def main() -> None:
     except Exception as exc:
         message = f"rawflow-job: {type(exc).__name__}: {exc}"
         print(message, file=sys.stderr)
-        chirp("RawflowStderr", tail(message))
+        record({"RawflowStderr": tail(message)})
         code = WRAPPER_ERROR
     sys.exit(code)
 
