@@ -443,6 +443,33 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_campaign_check(args: argparse.Namespace) -> int:
+    """``rawflow campaign check FILE...``: one line per file, ok or its mistake; exit 2 if any is wrong."""
+    from rawflow.processing.campaigns import CampaignError, load_campaign
+
+    known_sites = list(_sites(args).sites)
+    failed = 0
+    for path in args.files:
+        try:
+            campaign = load_campaign(path, known_sites=known_sites)
+        except CampaignError as exc:
+            print(f"rawflow: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        steps = " → ".join(s.payload for s in campaign.steps)
+        print(f"{path}: ok: {campaign.kind} {campaign.name!r} ({steps}, {campaign.backend}, {campaign.dag_id})")
+    return 2 if failed else 0
+
+
+def _add_campaign_parser(sub: Any) -> None:
+    campaign = sub.add_parser("campaign", help="production campaigns and analyses from steering files")
+    actions = campaign.add_subparsers(dest="campaign_action", required=True)
+    check = actions.add_parser("check", help="validate steering files (one line per mistake)")
+    check.add_argument("files", nargs="+")
+    check.add_argument("--sites", help="sites file to check site names against (default: $RAWFLOW_SITES or the grid's)")
+    check.set_defaults(func=cmd_campaign_check)
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
@@ -517,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
     _add_catalogue_options(jobs)
     jobs.set_defaults(func=cmd_jobs)
+    _add_campaign_parser(sub)
     return parser
 
 
