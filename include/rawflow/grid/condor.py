@@ -132,6 +132,25 @@ ENABLE_IPV6 = False
 """
 
 
+def write_client_files(directory: Path, *, collector: str, token: str) -> Path:
+    """A client config and a private token dir (0700, token 0600) in ``directory`` from what an Airflow
+    Connection holds (collector host:port, IDTOKEN): workers on any machine can reach the pool with them.
+    Returns the config path to use as ``CONDOR_CONFIG`` (HTCondorBackend's ``condor_config``)."""
+    host, _, port = collector.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"collector {collector!r}: expected host:port")
+    token_dir = directory / "tokens"
+    token_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    os.chmod(token_dir, 0o700)
+    fd = os.open(token_dir / "pool.token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.strip() + "\n")
+    config = directory / "condor_config"
+    text = client_config(port=int(port), host=_host_name(), token_dir=token_dir)
+    config.write_text(text.replace("127.0.0.1:", f"{host}:", 1))
+    return config
+
+
 @dataclass(frozen=True, slots=True)
 class CondorPool:
     """A running (or stopped) pool: where its state is and how clients reach it."""
@@ -492,4 +511,5 @@ __all__ = [
     "pool_processes",
     "start_pool",
     "stop_pool",
+    "write_client_files",
 ]
