@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from rawflow.compute import get_compute_backend
-from rawflow.compute.base import ComputeBackendError, JobHandle, JobSpec, JobState
+from rawflow.compute.base import ComputeBackendError, JobHandle, JobSpec, JobState, stage_in, stage_out
 from rawflow.compute.htcondor_backend import HTCondorBackend
-from rawflow.grid.condor import CondorPool, in_pool, kill_pool, pool_processes, stop_pool
+from rawflow.grid.condor import CondorPool, in_pool, kill_pool, pool_processes, stop_pool, write_client_files
 from rawflow.grid.xrootd import LocalSites
 from tests.fixtures.condor import start_test_pool
 from tests.integration.compute_contract import ComputeContract, wait_state, wait_terminal
@@ -32,6 +32,17 @@ def backend(condor_pool: CondorPool) -> Iterator[HTCondorBackend]:
 class TestHTCondorContract(ComputeContract):
     def batch_unit(self, handle: JobHandle) -> str:
         return handle.backend_id.split(".")[0]  # the cluster
+
+
+def test_a_client_configured_from_the_connection_alone(condor_pool: CondorPool, tmp_path: Path) -> None:
+    """What an Airflow worker on another machine gets: the collector and the token (rawflow_condor)."""
+    token = "".join(p.read_text() for p in condor_pool.token_dir.glob("*.token"))
+    config = write_client_files(tmp_path / "client", collector=condor_pool.collector, token=token)
+    backend = HTCondorBackend(condor_config=str(config), timeout=30)
+    key = f"conn-{uuid.uuid4().hex[:8]}"
+    assert backend.submit([JobSpec(key=key, payload="echo")], batch=key)[0].new
+    assert wait_terminal(backend, [key])[key].state is JobState.DONE
+    backend.close()
 
 
 def test_jobs_run_as_the_pool_user_never_root(backend: HTCondorBackend) -> None:
@@ -60,7 +71,7 @@ def test_input_staged_in_and_output_staged_out_over_xrootd(backend: HTCondorBack
     source, target = f"{prefix}/condor-test/{name}/RAW.dat", f"{prefix}/condor-test/{name}/out/RTRAW.root"
     subprocess.run(["xrdcp", "--nopbar", "--path", str(src_local), source], check=True, timeout=60)
     key = f"xrd-{name}"
-    backend.submit([JobSpec(key=key, payload="copy", args=(f"@in:{source}", f"@out:{target}"))], batch=key)
+    backend.submit([JobSpec(key=key, payload="copy", args=(stage_in(source), stage_out(target)))], batch=key)
     assert wait_terminal(backend, [key])[key].state is JobState.DONE
     report = backend.collect([key])[key].report
     adler = f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
@@ -78,7 +89,7 @@ def test_stage_in_of_a_missing_file_fails_the_job_with_a_reason(
     prefix = local_sites.doors["IHEP-EOS"]["root"].rstrip("/")
     key = f"nofile-{uuid.uuid4().hex[:8]}"
     source = f"{prefix}/condor-test/absent/{key}.dat"
-    backend.submit([JobSpec(key=key, payload="copy", args=(f"@in:{source}", f"@out:{source}.out"))], batch=key)
+    backend.submit([JobSpec(key=key, payload="copy", args=(stage_in(source), stage_out(f"{source}.out")))], batch=key)
     outcome = backend.collect([wait_terminal(backend, [key]) and key])[key]
     assert outcome.state is JobState.FAILED and outcome.exit_code == 81
     assert f"stage-in of {source!r} failed" in outcome.stderr_tail

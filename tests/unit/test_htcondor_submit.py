@@ -171,3 +171,27 @@ def test_client_config() -> None:
     assert "COLLECTOR_HOST = 127.0.0.1:40123" in text
     assert "SEC_TOKEN_DIRECTORY = /g/tokens" in text
     assert "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS" in text
+
+
+def test_job_wrapper_pure_parts(tmp_path: Path) -> None:
+    import zlib
+
+    from rawflow.compute import job_wrapper
+    from rawflow.compute.base import STAGE_IN, STAGE_OUT, stage_in, stage_out
+
+    assert (job_wrapper.IN, job_wrapper.OUT) == (STAGE_IN, STAGE_OUT)
+    assert stage_in("root://h//a") == "@in:root://h//a" and stage_out("root://h//b") == "@out:root://h//b"
+    data = b"x" * 3_000_000
+    (tmp_path / "f").write_bytes(data)
+    assert job_wrapper.adler32_of(tmp_path / "f") == f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+    value = job_wrapper.classad_value('a "quoted"\\ line\n')
+    assert "\\" not in value and value.count('"') == 2
+    assert base64.b64decode(value[1:-1]).decode() == 'a "quoted"\\ line\n'
+    assert job_wrapper.local_name("root://h:1//t0/dir/RAW.dat", 0) == "RAW.dat"
+    assert job_wrapper.local_name("root://h:1//", 2) == "file2"
+    report = {"outputs": [{"path": "/scratch/out/RTRAW.root", "events": 12}]}
+    assert job_wrapper.events_of(report, "RTRAW.root") == 12
+    assert job_wrapper.events_of(report, "other.root") is None
+    assert job_wrapper.events_of(None, "x") is None
+    assert job_wrapper.tail("é" * 5000).encode()[-10:] == ("é" * 5).encode()
+    assert len(job_wrapper.tail("é" * 5000).encode()) <= 4096

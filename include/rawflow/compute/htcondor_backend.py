@@ -284,7 +284,12 @@ class HTCondorBackend:
 
     def _bounded(self, what: str, call: Callable[[], T], *, rejected_is_permanent: bool = False) -> T:
         """Run ``call`` with the time bound; htcondor errors become typed errors (and forget the schedd)."""
-        future = self._pool.submit(call)
+
+        def configured() -> T:
+            self._htcondor()  # (re)load this backend's client config: the bindings hold one per process
+            return call()
+
+        future = self._pool.submit(configured)
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
