@@ -91,7 +91,9 @@ def main() -> int:
             print(f"rawflow backend, {n:4d} job(s):         submit {submit:6.3f} s, submit->all done {done:6.2f} s")
         for n in (args.jobs, args.bare):
             submit, done = bare_run(backend, n)
-            print(f"bare htcondor2,  {n:4d} /bin/true jobs: submit {submit:6.3f} s, submit->all left queue {done:6.2f} s")
+            print(
+                f"bare htcondor2,  {n:4d} /bin/true jobs: submit {submit:6.3f} s, submit->all left queue {done:6.2f} s"
+            )
         backend.close()
     finally:
         stop_pool(state_dir)

@@ -35,7 +35,7 @@ class TestHTCondorContract(ComputeContract):
 
 
 def test_a_client_configured_from_the_connection_alone(condor_pool: CondorPool, tmp_path: Path) -> None:
-    """What an Airflow worker on another machine gets: the collector and the token (rawflow_condor)."""
+    """What an Airflow worker on another machine gets: the collector and the token."""
     token = "".join(p.read_text() for p in condor_pool.token_dir.glob("*.token"))
     config = write_client_files(tmp_path / "client", collector=condor_pool.collector, token=token)
     backend = HTCondorBackend(condor_config=str(config), timeout=30)
@@ -93,6 +93,17 @@ def test_stage_in_of_a_missing_file_fails_the_job_with_a_reason(
     outcome = backend.collect([wait_terminal(backend, [key]) and key])[key]
     assert outcome.state is JobState.FAILED and outcome.exit_code == 81
     assert f"stage-in of {source!r} failed" in outcome.stderr_tail
+
+
+def test_held_job_shows_its_reason_and_runs_after_release(backend: HTCondorBackend, condor_pool: CondorPool) -> None:
+    key = f"hold-{uuid.uuid4().hex[:8]}"
+    job_id = backend.submit([JobSpec(key=key, payload="sleep", args=("1",))], batch=key)[0].backend_id
+    in_pool(condor_pool, ["condor_hold", "-reason", "scratch disk full", job_id])
+    held = wait_state(backend, key, {JobState.HELD})
+    assert held.hold_reason is not None and "scratch disk full" in held.hold_reason
+    assert key not in backend.collect([key])  # held is not terminal
+    backend.release([key])
+    assert wait_terminal(backend, [key])[key].state is JobState.DONE
 
 
 @pytest.fixture

@@ -190,7 +190,7 @@ class CondorPool:
         return {"CONDOR_CONFIG": str(self.client_config_path)}
 
     def values(self) -> dict[str, str | int]:
-        """What the grid state records for clients (the Airflow Connection ``rawflow_condor`` is built from it)."""
+        """What the grid state records for clients (the Airflow Connection ``rawflow_compute`` is built from it)."""
         return {
             "condor_collector": self.collector,
             "condor_config": str(self.client_config_path),

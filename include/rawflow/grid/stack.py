@@ -273,14 +273,6 @@ def _sites_dir(grid_dir: Path) -> Path:
     return fallback
 
 
-def _condor_token(state: GridState) -> str:
-    """The pool's IDTOKEN for the Airflow Connection (read from its 0700 token dir; never logged)."""
-    token_dir = state.values.get("condor_token_dir")
-    if not token_dir:
-        return ""
-    return "".join(p.read_text().strip() for p in sorted(Path(token_dir).glob("*.token")))
-
-
 def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, progress: Callable[[str], None]) -> None:
     import subprocess
 
@@ -294,7 +286,7 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
     migrate_db(env, state.grid_dir / "airflow-migrate.log")
     progress("loading airflow_settings.yaml (connections, variables, pools)")
     values_file = state.grid_dir / "settings-values.json"
-    values_file.write_text(json.dumps({**state.values, **state.secrets(), "condor_token": _condor_token(state)}))
+    values_file.write_text(json.dumps({**state.values, **state.secrets()}))
     values_file.chmod(0o600)
     subprocess.run(
         [
