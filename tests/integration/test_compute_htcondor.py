@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from rawflow.compute import get_compute_backend
 from rawflow.compute.base import ComputeBackendError, JobHandle, JobSpec, JobState, stage_in, stage_out
 from rawflow.compute.htcondor_backend import HTCondorBackend
 from rawflow.grid.condor import CondorPool, in_pool, kill_pool, pool_processes, stop_pool, write_client_files
+from rawflow.grid.process import pid_alive
 from rawflow.grid.xrootd import LocalSites
 from tests.fixtures.condor import start_test_pool
 from tests.integration.compute_contract import ComputeContract, wait_state, wait_terminal
@@ -106,6 +110,13 @@ def test_held_job_shows_its_reason_and_runs_after_release(backend: HTCondorBacke
     assert wait_terminal(backend, [key])[key].state is JobState.DONE
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def own_pool(condor_root: Path) -> Iterator[CondorPool]:
     """A pool of its own, for drills that kill it."""
@@ -117,17 +128,23 @@ def own_pool(condor_root: Path) -> Iterator[CondorPool]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def test_pool_killed_and_restarted_mid_run_finds_jobs_by_key(own_pool: CondorPool) -> None:
+@pytest.mark.parametrize("crash", ["node", "master"])
+def test_pool_killed_and_restarted_mid_run_finds_jobs_by_key(own_pool: CondorPool, crash: str) -> None:
     # A short lease: the restarted schedd gives up on the killed starters and requeues their jobs after it.
     backend = HTCondorBackend(condor_config=str(own_pool.client_config_path), timeout=15, job_lease_s=15)
     keys = [f"crash-{i}" for i in range(3)]
     jobs = [JobSpec(key=k, payload="sleep", args=("3",)) for k in keys]
     handles = backend.submit(jobs, batch="crash")
     wait_state(backend, keys[0], {JobState.RUNNING})
-    kill_pool(own_pool.state_dir)  # every daemon SIGKILLed: a crashed node
-    assert pool_processes(own_pool.state_dir) == []
-    with pytest.raises(ComputeBackendError):
-        backend.poll(keys)
+    if crash == "node":
+        kill_pool(own_pool.state_dir)  # every daemon SIGKILLed: a crashed node
+        assert pool_processes(own_pool.state_dir) == []
+        with pytest.raises(ComputeBackendError):
+            backend.poll(keys)
+    else:
+        os.kill(own_pool.pid, signal.SIGKILL)  # condor_master alone; its daemons outlive it until the restart
+        wait_until(lambda: not pid_alive(own_pool.pid))
+        assert pool_processes(own_pool.state_dir)
     restarted = start_test_pool(own_pool.state_dir, num_cpus=2)  # same state dir: same port, same queue
     assert restarted.port == own_pool.port
     again = backend.submit(jobs, batch="crash-retry")

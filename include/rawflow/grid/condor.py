@@ -346,6 +346,8 @@ def start_pool(
     saved = json.loads(saved_file.read_text()) if saved_file.exists() else {}
     if saved.get("pid") and pid_alive(int(saved["pid"])):
         raise TransientError(f"a pool already runs from {state_dir} (pid {saved['pid']})")
+    # Daemons that outlived a killed master would hold the port and the queue: they go first.
+    _kill_all(pool_processes(state_dir))
     port = port or int(saved.get("port") or 0) or free_port()
     host = _host_name()
     pool = CondorPool(root=root, state_dir=state_dir, port=port, pid=0, num_cpus=num_cpus, host=host)
@@ -366,7 +368,13 @@ def start_pool(
         timeout=timeout,
     )
     pool = CondorPool(root=root, state_dir=state_dir, port=port, pid=daemon.pid, num_cpus=num_cpus, host=host)
-    saved_file.write_text(json.dumps({"port": port, "pid": daemon.pid, "num_cpus": num_cpus, "root": str(root)}))
+    try:
+        namespace = os.readlink(f"/proc/{daemon.pid}/ns/mnt")
+    except OSError:
+        namespace = ""
+    saved_file.write_text(
+        json.dumps({"port": port, "pid": daemon.pid, "num_cpus": num_cpus, "root": str(root), "mntns": namespace})
+    )
     try:
         token = pool.token_dir / f"{JOB_USER}.token"
         if not token.exists():
@@ -440,60 +448,61 @@ def load_pool(state_dir: Path) -> CondorPool | None:
     )
 
 
+def _saved(state_dir: Path) -> dict[str, object]:
+    saved_file = state_dir / "pool.json"
+    return json.loads(saved_file.read_text()) if saved_file.exists() else {}
+
+
+def _forget_processes(state_dir: Path) -> None:
+    """Once every process is gone, the namespace id must not be used again (the kernel may reuse it)."""
+    saved = _saved(state_dir)
+    if saved:
+        saved.update(pid=0, mntns="")
+        (state_dir / "pool.json").write_text(json.dumps(saved))
+
+
 def pool_processes(state_dir: Path) -> list[int]:
-    """PIDs of every process that runs in the pool's mount namespace (daemons, starters, jobs)."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return []
-    try:
-        namespace = os.readlink(f"/proc/{pool.pid}/ns/mnt")
-    except OSError:
-        namespace = (state_dir / "mntns").read_text() if (state_dir / "mntns").exists() else ""
+    """PIDs of every process in the pool's mount namespace (daemons, starters, jobs), also when the master
+    itself is gone (its daemons, in their own process groups, may outlive it)."""
+    namespace = str(_saved(state_dir).get("mntns") or "")
     if not namespace or namespace == os.readlink("/proc/self/ns/mnt"):
         return []
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if os.readlink(entry / "ns" / "mnt") == namespace:
+                if os.readlink(entry / "ns" / "mnt") == namespace and pid_alive(int(entry.name)):
                     found.append(int(entry.name))
     return found
 
 
-def stop_pool(state_dir: Path, *, timeout: float = 20.0) -> bool:
-    """Stop the pool: SIGTERM the master's process group (a graceful shutdown of every daemon), SIGKILL what is
-    left after ``timeout``, then every process still in its mount namespace. The namespace (and with it every
-    mount) ends with its last process. True if it was running."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return False
-    leftovers = pool_processes(state_dir)
-    was_running = stop_group(pool.pid, timeout=timeout)
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(pid_alive(p) for p in leftovers):
-        time.sleep(0.05)
-    saved_file = state_dir / "pool.json"
-    saved = json.loads(saved_file.read_text())
-    saved["pid"] = 0
-    saved_file.write_text(json.dumps(saved))
-    return was_running or bool(leftovers)
-
-
-def kill_pool(state_dir: Path) -> None:
-    """SIGKILL every process of the pool at once (a crashed node, for drills); the state stays for a restart."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return
-    pids = pool_processes(state_dir)
+def _kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
+
+
+def stop_pool(state_dir: Path, *, timeout: float = 20.0) -> bool:
+    """Stop the pool: SIGTERM the master's process group (a graceful shutdown of every daemon), SIGKILL what is
+    left after ``timeout``, then every process still in its mount namespace. The namespace (and with it every
+    mount) ends with its last process. True if anything was running."""
+    pool = load_pool(state_dir)
+    if pool is None:
+        return False
+    was_running = stop_group(pool.pid, timeout=timeout) if pool.pid else False
+    leftovers = pool_processes(state_dir)
+    _kill_all(leftovers)
+    _forget_processes(state_dir)
+    return was_running or bool(leftovers)
+
+
+def kill_pool(state_dir: Path) -> None:
+    """SIGKILL every process of the pool at once (a crashed node, for drills); the state stays for a restart."""
+    _kill_all(pool_processes(state_dir))
+    _forget_processes(state_dir)
 
 
 __all__ = [
