@@ -21,7 +21,7 @@ from rawflow.compute.htcondor_backend import HTCondorBackend
 from rawflow.grid.condor import CondorPool, in_pool, kill_pool, pool_processes, stop_pool, write_client_files
 from rawflow.grid.process import pid_alive
 from rawflow.grid.xrootd import LocalSites
-from tests.fixtures.condor import start_test_pool
+from tests.fixtures.condor import TEST_PAYLOADS, start_test_pool
 from tests.integration.compute_contract import ComputeContract, wait_state, wait_terminal
 
 
@@ -47,6 +47,22 @@ def test_a_client_configured_from_the_connection_alone(condor_pool: CondorPool, 
     assert backend.submit([JobSpec(key=key, payload="echo")], batch=key)[0].new
     assert wait_terminal(backend, [key])[key].state is JobState.DONE
     backend.close()
+
+
+def test_software_deployed_into_the_running_pool_is_used_by_later_jobs(
+    backend: HTCondorBackend, condor_pool: CondorPool, tmp_path: Path
+) -> None:
+    key = uuid.uuid4().hex[:8]
+    module = tmp_path / "marker.py"
+    module.write_text(f"VALUE = {key!r}\n")
+    condor_pool.deploy(extra={"rawflow/payloads": TEST_PAYLOADS, f"rawflow/marker_{key}.py": module})
+    backend.submit([JobSpec(key=f"sw-{key}", payload="import", args=(f"marker_{key}",))], batch=f"sw-{key}")
+    wait_terminal(backend, [f"sw-{key}"])
+    assert backend.collect([f"sw-{key}"])[f"sw-{key}"].report["payload_report"]["value"] == key
+    # Read-only for jobs, like CVMFS.
+    backend.submit([JobSpec(key=f"ro-{key}", payload="write", args=("/opt/rawflow/sw/x",))], batch=f"ro-{key}")
+    wait_terminal(backend, [f"ro-{key}"])
+    assert backend.collect([f"ro-{key}"])[f"ro-{key}"].report["payload_report"]["error"] == "Read-only file system"
 
 
 def test_jobs_run_as_the_pool_user_never_root(backend: HTCondorBackend) -> None:

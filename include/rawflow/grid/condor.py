@@ -202,6 +202,10 @@ class CondorPool:
     def alive(self) -> bool:
         return pid_alive(self.pid)
 
+    def deploy(self, *, extra: Mapping[str, Path] | None = None) -> None:
+        """Deploy the wrapper and payloads again into the running pool's software area."""
+        deploy_software(self.sw_dir, extra=extra)
+
     def stop(self, *, timeout: float = 20.0) -> bool:
         return stop_pool(self.state_dir, timeout=timeout)
 
@@ -236,7 +240,8 @@ def _make_dirs(pool_dir: Path, owner: tuple[int, int]) -> None:
 def deploy_software(sw_dir: Path, *, extra: Mapping[str, Path] | None = None) -> None:
     """Fill the software area jobs see read-only at ``/opt/rawflow/sw``: the job wrapper (bin/rawflow-job) and
     the payload package (rawflow/payloads, when it exists), plus ``extra`` (relative path → source file or
-    directory; tests deploy their own payload module this way). Replaced as a whole at each pool start."""
+    directory; tests deploy their own payload module this way). Replaced as a whole at each pool start, and
+    at any time with ``CondorPool.deploy()`` (jobs starting afterwards see the new code)."""
     fresh = sw_dir.with_name(sw_dir.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     (fresh / "bin").mkdir(parents=True)
@@ -258,8 +263,17 @@ def deploy_software(sw_dir: Path, *, extra: Mapping[str, Path] | None = None) ->
             shutil.copy2(src, dest)
     for path in [fresh, *fresh.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
-    shutil.rmtree(sw_dir, ignore_errors=True)
-    fresh.rename(sw_dir)
+    # The running pool has sw_dir itself bind-mounted: replace its contents, never the directory.
+    sw_dir.mkdir(exist_ok=True)
+    os.chmod(sw_dir, 0o755)
+    for child in list(sw_dir.iterdir()):
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    for child in list(fresh.iterdir()):
+        child.rename(sw_dir / child.name)
+    fresh.rmdir()
 
 
 def _launcher(root: Path, state_dir: Path) -> list[str]:
