@@ -18,7 +18,15 @@ import pytest
 from rawflow.compute import get_compute_backend
 from rawflow.compute.base import ComputeBackendError, JobHandle, JobSpec, JobState, stage_in, stage_out
 from rawflow.compute.htcondor_backend import HTCondorBackend
-from rawflow.grid.condor import CondorPool, in_pool, kill_pool, pool_processes, stop_pool, write_client_files
+from rawflow.grid.condor import (
+    CondorPool,
+    in_pool,
+    kill_pool,
+    pool_processes,
+    start_pool,
+    stop_pool,
+    write_client_files,
+)
 from rawflow.grid.process import pid_alive
 from rawflow.grid.xrootd import LocalSites
 from tests.fixtures.condor import TEST_PAYLOADS, start_test_pool
@@ -124,6 +132,57 @@ def test_held_job_shows_its_reason_and_runs_after_release(backend: HTCondorBacke
     assert key not in backend.collect([key])  # held is not terminal
     backend.release([key])
     assert wait_terminal(backend, [key])[key].state is JobState.DONE
+
+
+@pytest.fixture(scope="module")
+def real_pool(condor_root: Path) -> Iterator[CondorPool]:
+    """A pool with the software area exactly as the grid deploys it: the real payloads."""
+    state_dir = Path(tempfile.mkdtemp(prefix="rawflow-condor-real-"))
+    try:
+        yield start_pool(state_dir, num_cpus=2)
+    finally:
+        stop_pool(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_real_raw2rtraw_job_stages_in_converts_and_stages_out(real_pool: CondorPool, local_sites: LocalSites) -> None:
+    from rawflow.payloads.rawformat import synthesize
+
+    prefix = local_sites.doors["IHEP-EOS"]["root"].rstrip("/") + f"/condor-real/{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp())
+    raw, truth = synthesize(run=1234, stream="Physics", sequence=1, start_time_ns=1_790_000_000 * 10**9, size=64 * 1024)
+    (work / "RAW.dat").write_bytes(raw)
+    (work / "bad.dat").write_bytes(b"not a RAW file at all" * 100)
+    for name in ("RAW.dat", "bad.dat"):
+        subprocess.run(["xrdcp", "--nopbar", str(work / name), f"{prefix}/{name}"], check=True, timeout=60)
+    backend = HTCondorBackend(condor_config=str(real_pool.client_config_path), timeout=30)
+    good, bad = "real-good", "real-bad"
+    backend.submit(
+        [
+            JobSpec(
+                key=good, payload="raw2rtraw", args=(stage_in(f"{prefix}/RAW.dat"), stage_out(f"{prefix}/out.rtraw"))
+            ),
+            JobSpec(
+                key=bad, payload="raw2rtraw", args=(stage_in(f"{prefix}/bad.dat"), stage_out(f"{prefix}/bad.rtraw"))
+            ),
+        ],
+        batch="real",
+    )
+    wait_terminal(backend, [good, bad])
+    outcomes = backend.collect([good, bad])
+    done = outcomes[good]
+    assert done.state is JobState.DONE, done.reason
+    [output] = done.report["outputs"]
+    assert output["events"] == len(truth.energy_mev) > 0
+    subprocess.run(["xrdcp", "--nopbar", f"{prefix}/out.rtraw", str(work / "back.rtraw")], check=True, timeout=60)
+    back = (work / "back.rtraw").read_bytes()
+    assert (len(back), f"{zlib.adler32(back) & 0xFFFFFFFF:08x}") == (output["size"], output["adler32"])
+    failed = outcomes[bad]
+    assert failed.state is JobState.FAILED and failed.exit_code == 3  # malformed input: permanent
+    assert "bad.dat" in failed.reason and "\n" not in failed.reason
+    assert failed.report["outputs"] == []
+    backend.close()
+    shutil.rmtree(work)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30) -> None:

@@ -350,7 +350,8 @@ def start_pool(
 
     Returns once the token is written and a slot is visible from the host. Raises TransientError otherwise.
     """
-    root = root or default_root()
+    # The versioned directory, not the link: the pool keeps it even if setup later links another version.
+    root = (root or default_root()).resolve()
     if not root_ready(root):
         raise TransientError(f"HTCondor root {root} is not installed: run scripts/setup-condor.sh")
     state_dir = state_dir.resolve()
