@@ -1,6 +1,6 @@
 """The ``rawflow`` command: the local grid and operations.
 
-rawflow grid up [--no-airflow] [--postgres private|URL] [--api-port N]
+rawflow grid up [--no-airflow] [--no-condor] [--condor-cpus N] [--postgres private|URL] [--api-port N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
@@ -48,7 +48,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     var_dir = Path(args.var).resolve() if args.var else None
     if args.action == "up":
-        state = stack.up(var_dir, airflow=not args.no_airflow, postgres=args.postgres, api_port=args.api_port)
+        state = stack.up(
+            var_dir,
+            airflow=not args.no_airflow,
+            postgres=args.postgres,
+            api_port=args.api_port,
+            condor=not args.no_condor,
+            condor_cpus=args.condor_cpus,
+        )
         print(f"grid up: {len(state.components)} processes; state in {state.state_file}")
         return 0
     if args.action == "down":
@@ -457,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("action", choices=("up", "down", "status"))
     grid.add_argument("--var", help="state directory (default: $RAWFLOW_VAR or ./var)")
     grid.add_argument("--no-airflow", action="store_true", help="start only the middleware")
+    grid.add_argument("--no-condor", action="store_true", help="do not start the local HTCondor pool")
+    grid.add_argument("--condor-cpus", type=int, default=4, help="slots of the local HTCondor pool (default 4)")
     grid.add_argument("--postgres", help="'private' (start one) or a server URL; default: SQLite")
     grid.add_argument("--api-port", type=int, default=8080, help="Airflow UI/API port if free (default 8080)")
     grid.add_argument("--json", action="store_true")

@@ -131,9 +131,12 @@ def up(
     postgres: str | None = None,
     api_port: int | None = None,
     transfer_backend: str = "gfal2",
+    condor: bool = True,
+    condor_cpus: int = 4,
     progress: Callable[[str], None] = print,
 ) -> GridState:
-    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL."""
+    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL.
+    ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots."""
     from rawflow.grid.broker import start_broker
     from rawflow.grid.xrootd import start_sites
 
@@ -158,6 +161,16 @@ def up(
         state.add("tape-migrator", migrator, endpoint="(moves IHEP-TAPE buffer files to the MSS dir)")
         sites_path = grid_dir / "sites.yaml"
         sites_path.write_text(yaml.safe_dump(local.sites_config.to_raw(), sort_keys=False))
+
+        condor_values: dict[str, Any] = {
+            "condor_collector": "",
+            "condor_config": "",
+            "condor_token_dir": "",
+            "condor_state_dir": "",
+            "condor_root": "",
+        }
+        if condor:
+            condor_values = _start_condor(state, condor_cpus, progress)
 
         progress("starting Kafka-protocol broker (Tansu)")
         broker = start_broker(grid_dir / "broker")
@@ -207,6 +220,7 @@ def up(
             "sites_path": str(sites_path),
             "transfer_backend": transfer_backend,
             "airflow_db": airflow_db,
+            **condor_values,
         }
         # The token is kept in secrets.json only; state.json names the file instead.
         state.values.pop("storage_token")
@@ -219,6 +233,23 @@ def up(
         down(var_dir, progress=progress)
         raise
     return state
+
+
+def _start_condor(state: GridState, cpus: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    from rawflow.grid.condor import default_root, ensure_installed, root_ready, start_pool
+
+    if not root_ready(default_root()):
+        progress(f"installing the HTCondor pool's chroot into {default_root()} (once per machine, ~3 min)")
+        ensure_installed()
+    progress("starting the HTCondor pool")
+    pool = start_pool(state.grid_dir / "condor", num_cpus=cpus)
+    state.add(
+        "condor",
+        Daemon(name="condor", pid=pool.pid, log=str(pool.log)),
+        endpoint=f"{pool.collector} (collector; CONDOR_CONFIG={pool.client_config_path})",
+        state_dir=str(pool.state_dir),
+    )
+    return dict(pool.values())
 
 
 def _sites_dir(grid_dir: Path) -> Path:
@@ -295,6 +326,14 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
     for name in names:
         pid = int(state.components[name]["pid"])
+        if name == "condor":
+            # The pool stops as a whole: daemons, starters and jobs in its mount namespace.
+            from rawflow.grid.condor import stop_pool
+
+            if stop_pool(Path(state.components[name]["state_dir"])):
+                stopped.append(name)
+                progress(f"stopped {name} (pid {pid})")
+            continue
         if stop_group(pid):
             stopped.append(name)
             progress(f"stopped {name} (pid {pid})")
