@@ -2,24 +2,20 @@
 real HTCondor pool) → RTRAW and ESD registered once with lineage → rawflow_block_rtraw replicates RTRAW.
 
 Airflow runs as `airflow standalone` (rawflow.grid.stack.up, as `make demo` does), driven through its REST
-API. The pool is this module's own (the grid does not start one yet); its Connection goes in over the API.
+API; the grid's pool is reached through its ``rawflow_compute`` Connection, as in production.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from rawflow.catalogue.base import ReplicaState
 from rawflow.grid import stack
-from rawflow.grid.condor import CondorPool, ensure_installed, start_pool, stop_pool
 from rawflow.naming import DataType, block_id_for, derived_lfn
 from rawflow.processing.jobs import JobStore
 from rawflow.processing.planning import RAW2RTRAW, REC, JobPhase
@@ -31,31 +27,14 @@ RTRAW_DAG = "rawflow_block_rtraw"
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[CondorPool]:
-    ensure_installed()
-    state_dir = Path(tempfile.mkdtemp(prefix="rawflow-keepup-sys-condor-"))
-    pool = start_pool(state_dir, num_cpus=2)
-    try:
-        yield pool
-    finally:
-        stop_pool(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory, pool: CondorPool) -> Iterator[Grid]:
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     var = tmp_path_factory.mktemp("grid")
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line))
     try:
         os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
         g = Grid(state)
-        compute = {
-            "connection_id": "rawflow_compute",
-            "conn_type": "generic",
-            "extra": f'{{"backend": "htcondor", "condor_config": "{pool.client_config_path}"}}',
-        }
-        g.api.request("POST", "/connections", compute)
+        assert state.values["condor_config"], "the grid started no HTCondor pool"
         g.api.set_variable("rawflow_keepup_backoff_seconds", "1")
         for dag_id in ("rawflow_receiver", KEEPUP, RTRAW_DAG):
             _retry(lambda dag_id=dag_id: g.api.unpause(dag_id), what=f"{dag_id} parsed")
