@@ -3,7 +3,8 @@
 # xrootd client, Python 3.13 and a venv (/opt/rawflow/venv) with the payloads' libraries, and user `juno`
 # (uid 5001) that jobs run as. Debian 12 has no HTCondor package, hence the chroot (docs/processing.md).
 #
-# Cached OUTSIDE the clone (RAWFLOW_CONDOR_ROOT, default /var/lib/rawflow/condor-root) so every clone and CI
+# Cached OUTSIDE the clone (RAWFLOW_CONDOR_ROOT, default /var/lib/rawflow/condor-root, a link to the directory
+# of the pinned set) so every clone and CI
 # run on this machine reuses it; a second run only checks the stamp. flock makes concurrent setups wait for
 # each other; the root is built in a temp dir and renamed into place, so a failed build leaves nothing half-made.
 # Pools (include/rawflow/grid/condor.py) never write into this root: each mounts its own state over /pool.
@@ -15,19 +16,38 @@ JOB_UID=5001
 # Pinned: Debian packages (trixie's versions) and the payload venv's wheels, every transitive one too.
 DEB_PACKAGES=(minicondor=23.9.6+dfsg-2.1+b10 xrootd-client=5.8.1-1 python3=3.13.5-1 python3-venv=3.13.5-1
   ca-certificates)
-PIP_PINS=(uproot==5.7.7 numpy==2.4.6 awkward==2.14.0 awkward-cpp==57 cramjam==2.14.0 xxhash==4.1.0
-  fsspec==2026.9.0 packaging==26.4 importlib_metadata==10.2.0 lazy_importer==0.1.0 zipp==4.1.2)
+# The payloads' pins are theirs (include/rawflow/payloads/requirements.txt, one source); the transitive wheels
+# pip resolves for Python 3.13 beyond them are pinned here.
+PAYLOAD_REQUIREMENTS=include/rawflow/payloads/requirements.txt
+mapfile -t PIP_PINS < <(grep -hvE '^\s*(#|$)' "$PAYLOAD_REQUIREMENTS" 2>/dev/null || true)
+[ ${#PIP_PINS[@]} -gt 0 ] || PIP_PINS=(uproot==5.7.7 numpy==2.4.6 awkward==2.14.0 awkward-cpp==57 cramjam==2.14.0
+  xxhash==4.1.0 fsspec==2026.9.0 packaging==26.3)
+PIP_PINS+=(importlib_metadata==10.2.0 lazy_importer==0.1.0 zipp==4.1.2)
 want=$( (printf '%s\n' "${DEB_PACKAGES[@]}" "${PIP_PINS[@]}" "uid=$JOB_UID" v1) | sha256sum | cut -d' ' -f1)
-stamp="$ROOT/.rawflow-condor-ready"
+# Each pinned set gets its own directory ($ROOT-<hash>); $ROOT is a symlink to the current one. Clones on other
+# versions (CI branches) switch the link instead of rebuilding each other's root, and running pools keep the
+# directory they started from.
+VERSIONED="$ROOT-${want:0:12}"
+stamp="$VERSIONED/.rawflow-condor-ready"
 
 mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock 9
+point_root_at_versioned() {
+  # An older setup left a real directory at $ROOT: move it aside (its pools may still run from it).
+  [ -d "$ROOT" ] && [ ! -L "$ROOT" ] && mv "$ROOT" "$ROOT.old.$$"
+  ln -sfn "$(basename "$VERSIONED")" "$ROOT.link.$$" && mv -Tf "$ROOT.link.$$" "$ROOT"
+}
+# Adopt a root an older setup built in place when it holds exactly this pinned set.
+if [ -d "$ROOT" ] && [ ! -L "$ROOT" ] && [ "$(cat "$ROOT/.rawflow-condor-ready" 2>/dev/null)" = "$want" ]; then
+  mv "$ROOT" "$VERSIONED"
+fi
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-  test -x "$ROOT/usr/sbin/condor_master" && test -x "$ROOT/opt/rawflow/venv/bin/python" \
-    && test -x "$ROOT/usr/bin/xrdcp" && chroot "$ROOT" id -u juno | grep -qx "$JOB_UID" \
-    || { echo "setup-condor: $ROOT is damaged; remove it and run again" >&2; exit 1; }
-  echo "setup-condor: ok (cached $ROOT)"
+  test -x "$VERSIONED/usr/sbin/condor_master" && test -x "$VERSIONED/opt/rawflow/venv/bin/python" \
+    && test -x "$VERSIONED/usr/bin/xrdcp" && chroot "$VERSIONED" id -u juno | grep -qx "$JOB_UID" \
+    || { echo "setup-condor: $VERSIONED is damaged; remove it and run again" >&2; exit 1; }
+  point_root_at_versioned
+  echo "setup-condor: ok (cached $ROOT -> $VERSIONED)"
   exit 0
 fi
 
@@ -82,6 +102,7 @@ unshare --mount --propagation private env BUILD="$build" WHEELS="$wheels" JOB_UI
 # Mount points every pool uses: its state (/pool) and its software area (/opt/rawflow/sw, read-only for jobs).
 mkdir -p "$build/pool" "$build/opt/rawflow/sw"
 echo "$want" >"$build/.rawflow-condor-ready"
-rm -rf "$ROOT"
-mv "$build" "$ROOT"
-echo "setup-condor: installed $ROOT in $(($(date +%s) - start)) s"
+rm -rf "$VERSIONED"
+mv "$build" "$VERSIONED"
+point_root_at_versioned
+echo "setup-condor: installed $VERSIONED (linked from $ROOT) in $(($(date +%s) - start)) s"

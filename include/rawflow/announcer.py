@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from confluent_kafka import Producer
@@ -136,6 +136,14 @@ class Announcer:
                 )
             )
         return files
+
+    @staticmethod
+    def damaged(good: SyntheticFile) -> SyntheticFile:
+        """``good`` cut in half, as a DAQ crash mid-write leaves a file: announced consistently (its own size
+        and checksum, so the receiver registers it) but malformed, so ``raw2rtraw`` refuses it (exit 3,
+        ``truncated …``). For the keep-up's failure drills."""
+        content = good.content[: max(len(good.content) // 2, 1)]
+        return replace(good, content=content, size=len(content), adler32=adler32_bytes(content))
 
     def write(self, files: Sequence[SyntheticFile], *, parallel: int = 8) -> None:
         """Put the files into the Tier-0 through the storage interface."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,12 @@ def test_rtraw_holds_the_raw_events_event_for_event(chain: Chain) -> None:
             assert int(header["event_count"][0]) == raw.events.count
             assert str(file["stream"]) == "Physics"
             assert json.loads(str(file["provenance"]))["input"] == raw_path.name
+            # Deterministic stamps: the run's start time (not the clock) and a seeded (version 5) UUID.
+            start = datetime.fromtimestamp(START_NS // 10**9, UTC).replace(tzinfo=None)
+            assert file.file.root_directory.created_on == start
+            assert file.key("events").created_on == start
+            assert file.file.uuid.version == 5
+            assert type(file.file.compression).__name__ == "ZSTD"  # cramjam's: the same bytes on every host
             tree = file["events"]
             assert tree.num_entries == raw.events.count
             for column in ("event_number", "timestamp_ns", "trigger_type"):
@@ -212,6 +219,21 @@ def test_other_errors_exit_1_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.startswith("raw2rtraw: error: no such file")
     result = payload("raw2rtraw", tmp_path)
     assert result.returncode == 2  # usage
+
+
+def test_dqm_rate_counts_the_time_the_files_cover_not_the_gaps(tmp_path: Path) -> None:
+    rtraws = []
+    for sequence in (1, 2):
+        start = START_NS + (sequence - 1) * 3600 * 10**9  # files an hour apart
+        data, _ = synthesize(run=RUN, stream="Physics", sequence=sequence, start_time_ns=start, size=256 * 1024)
+        (tmp_path / f"{sequence}.dat").write_bytes(data)
+        ok("raw2rtraw", tmp_path / f"{sequence}.dat", tmp_path / f"{sequence}.rtraw")
+        rtraws.append(tmp_path / f"{sequence}.rtraw")
+    ok("dqm", tmp_path / "run.json", *rtraws)
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["time_span_s"] > 3600
+    assert 0 < summary["live_time_s"] < 1
+    assert 800 < summary["rate_hz"] < 1200
 
 
 def test_dqm_refuses_to_mix_runs(chain: Chain, tmp_path: Path) -> None:

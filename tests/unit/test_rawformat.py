@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+import zlib
 from collections.abc import Callable
 from datetime import date
 
@@ -112,6 +113,17 @@ def test_the_announcer_writes_raw_files_of_the_asked_sizes() -> None:
         assert str(raw.header.sequence) in f.file_name
     with pytest.raises(ValueError, match="at least 64 bytes"):
         announcer.make_files(1, sizes=(10, 100))
+
+
+@pytest.mark.parametrize("size", [64, 4096, 300_000])
+def test_the_announcer_damages_a_file_consistently_for_drills(size: int) -> None:
+    tier0 = Site(name="IHEP-EOS", role="disk", url_prefix="root://127.0.0.1:1094//eos/ihep", tier0=True)
+    [good] = Announcer(None, tier0, None).make_files(1, sizes=(size, size))  # type: ignore[arg-type]
+    bad = Announcer.damaged(good)
+    assert (bad.lfn, bad.size) == (good.lfn, size // 2)
+    assert bad.adler32 == format(zlib.adler32(bad.content), "08x")
+    with pytest.raises(RawFormatError, match=r"^truncated"):
+        decode(bad.content)
 
 
 # --- malformed files: one line each, saying what is wrong -------------------------------------------------

@@ -282,9 +282,28 @@ class HTCondorBackend:
                     htcondor2.reload_config()
         return htcondor2
 
-    def _bounded(self, what: str, call: Callable[[], T], *, rejected_is_permanent: bool = False) -> T:
-        """Run ``call`` with the time bound; htcondor errors become typed errors (and forget the schedd)."""
-        future = self._pool.submit(call)
+    def _bounded(
+        self, what: str, call: Callable[[], T], *, rejected_is_permanent: bool = False, retry: bool = True
+    ) -> T:
+        """Run ``call`` within the time bound; htcondor errors become typed errors (and forget the schedd).
+
+        ``retry``: one more try after a failure, with the schedd located again: a restarted schedd on the same
+        address refuses the client's cached security session once ("Failed to read resume session response").
+        Queries and job actions are safe to repeat; a submit is not (it may have been queued), so it never is.
+        """
+        try:
+            return self._bounded_once(what, call, rejected_is_permanent=rejected_is_permanent)
+        except ComputeBackendError:
+            if not retry:
+                raise
+            return self._bounded_once(what, call, rejected_is_permanent=rejected_is_permanent)
+
+    def _bounded_once(self, what: str, call: Callable[[], T], *, rejected_is_permanent: bool) -> T:
+        def configured() -> T:
+            self._htcondor()  # (re)load this backend's client config: the bindings hold one per process
+            return call()
+
+        future = self._pool.submit(configured)
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
@@ -349,7 +368,9 @@ class HTCondorBackend:
                 result = self._get_schedd().submit(htcondor.Submit(description), itemdata=iter([r for _, r in todo]))
                 return int(result.cluster()), int(result.first_proc())
 
-            cluster, first = self._bounded(f"submit of batch {batch!r}", do_submit, rejected_is_permanent=True)
+            cluster, first = self._bounded(
+                f"submit of batch {batch!r}", do_submit, rejected_is_permanent=True, retry=False
+            )
             for offset, (job, _) in enumerate(todo):
                 handles[job.key] = JobHandle(
                     key=job.key, backend_id=f"{cluster}.{first + offset}", batch=batch, new=True

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-IN, OUT = "@in:", "@out:"
+IN, OUT = "@in:", "@out:"  # = rawflow.compute.base.STAGE_IN/STAGE_OUT (this file runs standalone)
 WRAPPER_ERROR, STAGE_IN_FAILED, STAGE_OUT_FAILED = 80, 81, 82
 TAIL_BYTES = 4096
 CHIRP = "/usr/libexec/condor/condor_chirp"

@@ -132,6 +132,25 @@ ENABLE_IPV6 = False
 """
 
 
+def write_client_files(directory: Path, *, collector: str, token: str) -> Path:
+    """A client config and a private token dir (0700, token 0600) in ``directory`` from what an Airflow
+    Connection holds (collector host:port, IDTOKEN): workers on any machine can reach the pool with them.
+    Returns the config path to use as ``CONDOR_CONFIG`` (HTCondorBackend's ``condor_config``)."""
+    host, _, port = collector.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"collector {collector!r}: expected host:port")
+    token_dir = directory / "tokens"
+    token_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    os.chmod(token_dir, 0o700)
+    fd = os.open(token_dir / "pool.token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token.strip() + "\n")
+    config = directory / "condor_config"
+    text = client_config(port=int(port), host=_host_name(), token_dir=token_dir)
+    config.write_text(text.replace("127.0.0.1:", f"{host}:", 1))
+    return config
+
+
 @dataclass(frozen=True, slots=True)
 class CondorPool:
     """A running (or stopped) pool: where its state is and how clients reach it."""
@@ -171,7 +190,7 @@ class CondorPool:
         return {"CONDOR_CONFIG": str(self.client_config_path)}
 
     def values(self) -> dict[str, str | int]:
-        """What the grid state records for clients (the Airflow Connection ``rawflow_condor`` is built from it)."""
+        """What the grid state records for clients (the Airflow Connection ``rawflow_compute`` is built from it)."""
         return {
             "condor_collector": self.collector,
             "condor_config": str(self.client_config_path),
@@ -182,6 +201,10 @@ class CondorPool:
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
+
+    def deploy(self, *, extra: Mapping[str, Path] | None = None) -> None:
+        """Deploy the wrapper and payloads again into the running pool's software area."""
+        deploy_software(self.sw_dir, extra=extra)
 
     def stop(self, *, timeout: float = 20.0) -> bool:
         return stop_pool(self.state_dir, timeout=timeout)
@@ -217,7 +240,8 @@ def _make_dirs(pool_dir: Path, owner: tuple[int, int]) -> None:
 def deploy_software(sw_dir: Path, *, extra: Mapping[str, Path] | None = None) -> None:
     """Fill the software area jobs see read-only at ``/opt/rawflow/sw``: the job wrapper (bin/rawflow-job) and
     the payload package (rawflow/payloads, when it exists), plus ``extra`` (relative path → source file or
-    directory; tests deploy their own payload module this way). Replaced as a whole at each pool start."""
+    directory; tests deploy their own payload module this way). Replaced as a whole at each pool start, and
+    at any time with ``CondorPool.deploy()`` (jobs starting afterwards see the new code)."""
     fresh = sw_dir.with_name(sw_dir.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     (fresh / "bin").mkdir(parents=True)
@@ -239,8 +263,17 @@ def deploy_software(sw_dir: Path, *, extra: Mapping[str, Path] | None = None) ->
             shutil.copy2(src, dest)
     for path in [fresh, *fresh.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() or path.parent.name == "bin" else 0o644)
-    shutil.rmtree(sw_dir, ignore_errors=True)
-    fresh.rename(sw_dir)
+    # The running pool has sw_dir itself bind-mounted: replace its contents, never the directory.
+    sw_dir.mkdir(exist_ok=True)
+    os.chmod(sw_dir, 0o755)
+    for child in list(sw_dir.iterdir()):
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    for child in list(fresh.iterdir()):
+        child.rename(sw_dir / child.name)
+    fresh.rmdir()
 
 
 def _launcher(root: Path, state_dir: Path) -> list[str]:
@@ -317,7 +350,8 @@ def start_pool(
 
     Returns once the token is written and a slot is visible from the host. Raises TransientError otherwise.
     """
-    root = root or default_root()
+    # The versioned directory, not the link: the pool keeps it even if setup later links another version.
+    root = (root or default_root()).resolve()
     if not root_ready(root):
         raise TransientError(f"HTCondor root {root} is not installed: run scripts/setup-condor.sh")
     state_dir = state_dir.resolve()
@@ -327,6 +361,8 @@ def start_pool(
     saved = json.loads(saved_file.read_text()) if saved_file.exists() else {}
     if saved.get("pid") and pid_alive(int(saved["pid"])):
         raise TransientError(f"a pool already runs from {state_dir} (pid {saved['pid']})")
+    # Daemons that outlived a killed master would hold the port and the queue: they go first.
+    _kill_all(pool_processes(state_dir))
     port = port or int(saved.get("port") or 0) or free_port()
     host = _host_name()
     pool = CondorPool(root=root, state_dir=state_dir, port=port, pid=0, num_cpus=num_cpus, host=host)
@@ -347,7 +383,13 @@ def start_pool(
         timeout=timeout,
     )
     pool = CondorPool(root=root, state_dir=state_dir, port=port, pid=daemon.pid, num_cpus=num_cpus, host=host)
-    saved_file.write_text(json.dumps({"port": port, "pid": daemon.pid, "num_cpus": num_cpus, "root": str(root)}))
+    try:
+        namespace = os.readlink(f"/proc/{daemon.pid}/ns/mnt")
+    except OSError:
+        namespace = ""
+    saved_file.write_text(
+        json.dumps({"port": port, "pid": daemon.pid, "num_cpus": num_cpus, "root": str(root), "mntns": namespace})
+    )
     try:
         token = pool.token_dir / f"{JOB_USER}.token"
         if not token.exists():
@@ -421,60 +463,61 @@ def load_pool(state_dir: Path) -> CondorPool | None:
     )
 
 
+def _saved(state_dir: Path) -> dict[str, object]:
+    saved_file = state_dir / "pool.json"
+    return json.loads(saved_file.read_text()) if saved_file.exists() else {}
+
+
+def _forget_processes(state_dir: Path) -> None:
+    """Once every process is gone, the namespace id must not be used again (the kernel may reuse it)."""
+    saved = _saved(state_dir)
+    if saved:
+        saved.update(pid=0, mntns="")
+        (state_dir / "pool.json").write_text(json.dumps(saved))
+
+
 def pool_processes(state_dir: Path) -> list[int]:
-    """PIDs of every process that runs in the pool's mount namespace (daemons, starters, jobs)."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return []
-    try:
-        namespace = os.readlink(f"/proc/{pool.pid}/ns/mnt")
-    except OSError:
-        namespace = (state_dir / "mntns").read_text() if (state_dir / "mntns").exists() else ""
+    """PIDs of every process in the pool's mount namespace (daemons, starters, jobs), also when the master
+    itself is gone (its daemons, in their own process groups, may outlive it)."""
+    namespace = str(_saved(state_dir).get("mntns") or "")
     if not namespace or namespace == os.readlink("/proc/self/ns/mnt"):
         return []
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if os.readlink(entry / "ns" / "mnt") == namespace:
+                if os.readlink(entry / "ns" / "mnt") == namespace and pid_alive(int(entry.name)):
                     found.append(int(entry.name))
     return found
 
 
-def stop_pool(state_dir: Path, *, timeout: float = 20.0) -> bool:
-    """Stop the pool: SIGTERM the master's process group (a graceful shutdown of every daemon), SIGKILL what is
-    left after ``timeout``, then every process still in its mount namespace. The namespace (and with it every
-    mount) ends with its last process. True if it was running."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return False
-    leftovers = pool_processes(state_dir)
-    was_running = stop_group(pool.pid, timeout=timeout)
-    for pid in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(pid_alive(p) for p in leftovers):
-        time.sleep(0.05)
-    saved_file = state_dir / "pool.json"
-    saved = json.loads(saved_file.read_text())
-    saved["pid"] = 0
-    saved_file.write_text(json.dumps(saved))
-    return was_running or bool(leftovers)
-
-
-def kill_pool(state_dir: Path) -> None:
-    """SIGKILL every process of the pool at once (a crashed node, for drills); the state stays for a restart."""
-    pool = load_pool(state_dir)
-    if pool is None or not pool.pid:
-        return
-    pids = pool_processes(state_dir)
+def _kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
+
+
+def stop_pool(state_dir: Path, *, timeout: float = 20.0) -> bool:
+    """Stop the pool: SIGTERM the master's process group (a graceful shutdown of every daemon), SIGKILL what is
+    left after ``timeout``, then every process still in its mount namespace. The namespace (and with it every
+    mount) ends with its last process. True if anything was running."""
+    pool = load_pool(state_dir)
+    if pool is None:
+        return False
+    was_running = stop_group(pool.pid, timeout=timeout) if pool.pid else False
+    leftovers = pool_processes(state_dir)
+    _kill_all(leftovers)
+    _forget_processes(state_dir)
+    return was_running or bool(leftovers)
+
+
+def kill_pool(state_dir: Path) -> None:
+    """SIGKILL every process of the pool at once (a crashed node, for drills); the state stays for a restart."""
+    _kill_all(pool_processes(state_dir))
+    _forget_processes(state_dir)
 
 
 __all__ = [
@@ -492,4 +535,5 @@ __all__ = [
     "pool_processes",
     "start_pool",
     "stop_pool",
+    "write_client_files",
 ]

@@ -1,8 +1,9 @@
 """DQM: a run's summary from its RTRAW or ESD files, as JSON numbers (and an SVG of the charge spectrum).
 
-Summary: files with their event counts, events, time span, trigger rate, events per trigger type, mean
-hits, and the charge spectrum (total charge per event, fixed 5 p.e. bins from 0 to 1000 p.e. plus
-overflow) so that runs compare bin by bin and the web view draws the plot from the numbers.
+Summary: files with their event counts, events, time span, live time (the sum of each file's span) and
+the trigger rate over it, events per trigger type, mean hits, and the charge spectrum (total charge per
+event, fixed 5 p.e. bins from 0 to 1000 p.e. plus overflow) so that runs compare bin by bin and the web
+view draws the plot from the numbers.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def summarise(inputs: list[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]
     charge = np.concatenate([p["total_charge"] for p in parts]).astype(np.float64)
     events = len(stamps)
     span_s = float(stamps.max() - stamps.min()) / 1e9 if events else 0.0
+    # The trigger rate over the time the files cover (a run's files can be far apart): Σ(n − 1) / Σ span.
+    spans = [
+        (len(p["timestamp_ns"]) - 1, float(np.ptp(p["timestamp_ns"])) / 1e9)
+        for p in parts
+        if len(p["timestamp_ns"]) > 1
+    ]
+    live_s = sum(span for _n, span in spans)
     counts, _ = np.histogram(np.clip(charge, 0.0, None), bins=EDGES)
     summary = {
         "run": runs[0] if runs else None,
@@ -86,7 +94,8 @@ def summarise(inputs: list[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]
         "first_timestamp_ns": int(stamps.min()) if events else None,
         "last_timestamp_ns": int(stamps.max()) if events else None,
         "time_span_s": span_s,
-        "rate_hz": (events - 1) / span_s if span_s > 0 else None,
+        "live_time_s": live_s,
+        "rate_hz": sum(n for n, _span in spans) / live_s if live_s > 0 else None,
         "events_by_trigger": {str(t): int(c) for t, c in zip(*np.unique(triggers, return_counts=True), strict=True)},
         "mean_nhits": float(nhits.mean()) if events else None,
         "mean_charge_pe": float(charge.mean()) if events else None,

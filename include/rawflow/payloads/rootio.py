@@ -2,7 +2,7 @@
 
 uproot stamps every file with a random UUID and the wall-clock time (file header, directories, keys,
 TTrees). A payload must give the same bytes for the same input, so the UUIDs come from a seed and every
-timestamp is a fixed time (the run's start) while a file is written.
+timestamp is a fixed time (the run's start) while a file is written; compression is ZSTD from cramjam.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ _UPROOT_MODULES_WITH_CLOCKS = (
     uproot.writing.writable,
 )
 _clock_lock = threading.Lock()
+# ZSTD from cramjam (compiled into its wheel): the same bytes on every host, unlike zlib, whose output may
+# change with the system library's version (Debian 12 hosts 1.2.13, the Debian 13 pool 1.3.1). ROOT ≥ 6.20.
+COMPRESSION = uproot.ZSTD(3)
 
 
 class _FixedDatetimeModule:
@@ -85,7 +88,10 @@ def write_root(
     scratch.mkdir(exist_ok=True)
     temporary = scratch / output.name
     try:
-        with _frozen_clock(moment), uproot.recreate(temporary, uuid_function=seeded_uuids(seed)) as file:
+        with (
+            _frozen_clock(moment),
+            uproot.recreate(temporary, uuid_function=seeded_uuids(seed), compression=COMPRESSION) as file,
+        ):
             fill(file)
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
