@@ -144,7 +144,8 @@ def local_job(request: dict[str, Any]) -> dict[str, Any]:
     """One parameter of a batch, run by DIRAC's local execution in ``request['dir']``."""
     job_class, dirac_class = _dirac_classes(None)
     row = request["row"]
-    job = build_job(job_class, request, [row])
+    # No configuration service in local mode: a destination site cannot be checked (nor matters) here.
+    job = build_job(job_class, {**request, "site": None}, [row])
     os.chdir(request["dir"])
     # The environment of the local run is this process's: setExecutionEnv applies to WMS jobs only.
     os.environ.update(request.get("env") or {})

@@ -273,8 +273,9 @@ class JobStore:
         states: Iterable[JobPhase] | None = None,
         run: int | None = None,
         limit: int | None = None,
+        key_prefix: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs, newest update first, filtered by block, payload, states and run."""
+        """Jobs, newest update first, filtered by block, payload, states, run and key prefix (a campaign's)."""
         query = sa.select(processing_jobs).order_by(processing_jobs.c.updated_at.desc(), processing_jobs.c.key)
         if block_id is not None:
             query = query.where(processing_jobs.c.block_id == block_id)
@@ -284,6 +285,8 @@ class JobStore:
             query = query.where(processing_jobs.c.state.in_([JobPhase(s).value for s in states]))
         if run is not None:
             query = query.where(processing_jobs.c.run == run)
+        if key_prefix is not None:
+            query = query.where(processing_jobs.c.key.startswith(key_prefix, autoescape=True))
         if limit is not None:
             query = query.limit(limit)
         with self._begin() as conn:

@@ -55,6 +55,7 @@ from rawflow.storage.base import Storage
 log = logging.getLogger(__name__)
 
 MAX_DQM_SUMMARY = 1 << 20  # bytes of a DQM summary read back from the Tier-0
+CAMPAIGN_KEY_PREFIX = "c."  # campaign job keys (rawflow.processing.campaigns.sub_job_key)
 
 _PHASE_OF: Mapping[JobState, JobPhase] = {
     JobState.QUEUED: JobPhase.QUEUED,
@@ -76,6 +77,18 @@ class KeepupContext:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     stages: tuple[str, ...] = STAGES
     clock: Callable[[], datetime] = utc_now
+    # Campaigns reuse the round with their own planner and their own slice of the jobs table (key prefix);
+    # keep-up (planner None) owns every job that is not a campaign's.
+    planner: Callable[[KeepupContext, str], list[PlannedJob]] | None = None
+    key_prefix: str | None = None
+
+    def owns(self, record: JobRecord) -> bool:
+        if self.key_prefix is not None:
+            return record.key.startswith(self.key_prefix)
+        return not record.key.startswith(CAMPAIGN_KEY_PREFIX)
+
+    def active_jobs(self, block_id: str) -> list[JobRecord]:
+        return [r for r in self.jobs.active(block_id) if self.owns(r)]
 
     def url(self, lfn: str) -> str:
         return self.sites.tier0.pfn(lfn)
@@ -163,7 +176,7 @@ def _plan_dqm(ctx: KeepupContext, block_id: str, runs_converting: set[int]) -> l
 def submit_round(ctx: KeepupContext, block_id: str) -> RoundReport:
     """Plan the block and submit what has no job yet, plus retries whose backoff has passed."""
     report = RoundReport(block_id=block_id)
-    planned = plan_block(ctx, block_id)
+    planned = (ctx.planner or plan_block)(ctx, block_id)
     known = ctx.jobs.get(job.key for job in planned)
     now = ctx.clock()
     to_submit: list[JobRecord] = []
@@ -222,7 +235,7 @@ def _submit(ctx: KeepupContext, records: Sequence[JobRecord]) -> None:
 def collect_round(ctx: KeepupContext, block_id: str) -> RoundReport:
     """Poll the block's active jobs once and act on every one that is no longer queued or running."""
     report = RoundReport(block_id=block_id)
-    active = ctx.jobs.active(block_id)
+    active = ctx.active_jobs(block_id)
     if not active:
         _summarise(ctx, block_id, report)
         return report
@@ -440,8 +453,8 @@ def _register(
 
 
 def _summarise(ctx: KeepupContext, block_id: str, report: RoundReport) -> None:
-    waiting = ctx.jobs.list_jobs(block_id=block_id, states=[JobPhase.RETRY_WAIT])
-    report.active = len(ctx.jobs.active(block_id))
+    waiting = [r for r in ctx.jobs.list_jobs(block_id=block_id, states=[JobPhase.RETRY_WAIT]) if ctx.owns(r)]
+    report.active = len(ctx.active_jobs(block_id))
     report.retry_waiting = len(waiting)
     times = [r.next_attempt_at for r in waiting if r.next_attempt_at is not None]
     report.next_retry_at = min(times) if times else None

@@ -123,7 +123,7 @@ class KeepupOperator(BaseOperator):
                 report.add(collect_round(ctx, block_id))
                 reports[block_id] = report
                 self.log.info("keep-up %s %s: %s", block_id, ",".join(ctx.stages), report.to_dict())
-            keys = sorted(r.backend_key for b in reports for r in ctx.jobs.active(b))
+            keys = sorted(r.backend_key for b in reports for r in ctx.active_jobs(b))
             retry_times = [r.next_retry_at for r in reports.values() if r.next_retry_at is not None]
         finally:
             self._close(ctx)
