@@ -6,6 +6,8 @@ rawflow grid status [--json]
 rawflow sites [--json]
 rawflow block status|close ID [--type RAW]
 rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
+rawflow block reconcile ID [--type RAW] [--json]     (register files on the Tier-0 whose announcements were lost)
+rawflow block audit ID [--site SE] [--type RAW] [--json] [--no-retransfer]   (dark and lost files at the sites)
 rawflow file show LFN
 rawflow quarantine list [--reason R] | replay ID [ID ...] [--topic T]
 """
@@ -161,6 +163,10 @@ def cmd_block(args: argparse.Namespace) -> int:
     data_type = DataType.parse(args.type)
     if args.action == "retransfer":
         return _retransfer(args, data_type)
+    if args.action == "reconcile":
+        return _reconcile(args, data_type)
+    if args.action == "audit":
+        return _audit(args, data_type)
     catalogue = get_catalogue(_catalogue_url(args))
     try:
         if args.action == "close":
@@ -267,6 +273,118 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     else:
         print(f"{result['block']} at {site}: {marked} bad replicas marked for retry; {dag_id} run {run_id} triggered")
     return 0
+
+
+def _storage() -> Any:
+    """A gfal2 client with the storage token of $RAWFLOW_STORAGE_TOKEN or the local grid's secrets."""
+    import os
+
+    from rawflow.grid.stack import GridState, default_var_dir
+    from rawflow.storage import get_storage
+
+    state = GridState.load(default_var_dir())
+    cert_dir = state.values.get("x509_cert_dir")
+    if cert_dir and "X509_CERT_DIR" not in os.environ:
+        os.environ["X509_CERT_DIR"] = str(cert_dir)  # gfal2 reads its CA directory from the environment
+    token = os.environ.get("RAWFLOW_STORAGE_TOKEN")
+    if token is None and state.secrets_file.exists():
+        token = json.loads(state.secrets_file.read_text()).get("storage_token")
+    return get_storage("gfal2", **({"bearer_token": token} if token else {}))
+
+
+def _reconcile(args: argparse.Namespace, data_type: DataType) -> int:
+    """Register the block's Tier-0 files the catalogue does not know (their announcements were lost)."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.notify import LogNotifier
+    from rawflow.ops.reconcile import Reconciler, reconcile_blocks, report_dict
+    from rawflow.quarantine import Quarantine
+
+    url = _catalogue_url(args)
+    quarantine = Quarantine(args.quarantine if getattr(args, "quarantine", None) else url)
+    quarantine.create_schema()
+    catalogue = get_catalogue(url)
+    try:
+        reconciler = Reconciler(catalogue, _storage(), _sites(args), quarantine, LogNotifier())
+        run = reconcile_blocks(reconciler, [(data_type, args.block_id)])
+    finally:
+        catalogue.close()
+    if run.closed:
+        raise RawflowError(f"block {run.closed[0]} is closed: its files can no longer be registered")
+    if run.failed:
+        raise RawflowError(run.summary())
+    report = report_dict(run.reports[0])
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"{report['block']}: {report['listed']} listed at the Tier-0, {report['already_registered']} already "
+        f"registered, {report['recovered']} recovered, {report['rejected']} rejected, {report['skipped']} skipped"
+    )
+    for reason, count in sorted(report["rejected_by_reason"].items()):
+        print(f"  rejected {reason}: {count} (see `rawflow quarantine list --reason {reason}`)")
+    for lfn in report["recovered_lfns"]:
+        print(f"  recovered {lfn!r}")
+    return 0
+
+
+def _audit(args: argparse.Namespace, data_type: DataType) -> int:
+    """Compare each target site's storage under the block directory with the catalogue: dark files are listed,
+    lost replicas are marked bad and (unless --no-retransfer) a block DAG run is triggered for their sites.
+    Exit status 1 when anything is inconsistent, so scripts notice."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.naming import block_name
+    from rawflow.ops.audit import AuditStore, audit_block
+    from rawflow.planning import targets
+
+    sites = _sites(args)
+    names = [sites[args.site].name] if args.site else [s.name for s in targets(sites)]
+    url = _catalogue_url(args)
+    catalogue = get_catalogue(url)
+    try:
+        if catalogue.get_block(data_type, args.block_id) is None:
+            raise RawflowError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
+        audits = audit_block(catalogue, _storage(), sites, data_type, args.block_id, names)
+    finally:
+        catalogue.close()
+    store = AuditStore(url)
+    try:
+        store.save(audits)
+    finally:
+        store.close()
+    lost_sites = [a.site for a in audits if a.marked_bad]
+    triggered: str | None = None
+    if lost_sites and not args.no_retransfer:
+        triggered = _trigger_block_run(args, data_type, lost_sites)
+    if args.json:
+        print(json.dumps({"audits": [a.to_dict() for a in audits], "retransfer_run_id": triggered}, indent=2))
+    else:
+        _print_table(
+            f"Audit of {block_name(data_type, args.block_id)} at the sites",
+            ("site", "listed", "expected", "good", "dark", "lost", "unchecked", "error"),
+            [
+                (a.site, a.listed, a.expected, a.good, len(a.dark), len(a.lost), a.unchecked, a.error or "")
+                for a in audits
+            ],
+        )
+        for audit in audits:
+            for lfn in audit.dark[:20]:
+                print(f"  {audit.site}: dark {lfn!r} (not deleted)")
+            for lfn, why in list(sorted(audit.lost.items()))[:20]:
+                print(f"  {audit.site}: {lfn!r}: {why}")
+        if triggered:
+            print(f"lost replicas at {', '.join(lost_sites)} marked bad; block DAG run {triggered} retransfers them")
+    return 0 if all(a.consistent for a in audits) else 1
+
+
+def _trigger_block_run(args: argparse.Namespace, data_type: DataType, sites: Sequence[str]) -> str:
+    """A block DAG run for the block's day, restricted to ``sites`` (the time of day keeps its id unique)."""
+    from rawflow.catalogue.base import utc_now
+    from rawflow.naming import parse_block_id
+
+    logical_date = f"{parse_block_id(args.block_id).isoformat()}T{utc_now():%H:%M:%S.%f}Z"
+    dag_id = f"rawflow_block_{data_type.value.lower()}"
+    run_id: str = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": list(sites)})
+    return run_id
 
 
 def cmd_file(args: argparse.Namespace) -> int:
@@ -416,10 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     name.set_defaults(func=cmd_name)
 
     block = sub.add_parser("block", help="a block's state per site, or close it")
-    block.add_argument("action", choices=("status", "close", "retransfer"))
+    block.add_argument("action", choices=("status", "close", "retransfer", "reconcile", "audit"))
     block.add_argument("block_id", help="YYYYMMDD")
     block.add_argument("--type", default="RAW", help="RAW or RTRAW")
-    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried")
+    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried; audit: only this site")
+    block.add_argument(
+        "--no-retransfer", action="store_true", help="audit: mark lost replicas bad but trigger no block DAG run"
+    )
     block.add_argument(
         "--airflow-url", help="retransfer: Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)"
     )

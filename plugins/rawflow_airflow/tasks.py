@@ -31,9 +31,17 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
     from rawflow_airflow.settings import sites_path
 
     catalogue = CatalogueHook(catalogue_conn_id).get_conn()
+    audit: dict[str, Any] = {}
     try:
         status = replication.block_status(catalogue, load_sites(sites_path()), data_type, block_id)
         block = catalogue.get_block(*_key(data_type, block_id))
+        if block is not None and not block.is_open:
+            from rawflow_airflow.ops_tasks import audit_closed_block
+
+            # The block is complete: compare each site's storage with the catalogue (dark and lost files).
+            audit = audit_closed_block(
+                catalogue, data_type, block_id, list(status), catalogue_conn_id=catalogue_conn_id
+            )
     finally:
         catalogue.close()
     return {
@@ -42,6 +50,7 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
         "bytes": block.bytes if block else 0,
         "closed": bool(block and not block.is_open),
         "sites": {name: progress.to_dict() for name, progress in status.items()},
+        "audit": audit,
     }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from rawflow.compute.base import JobState
 from rawflow.compute.htcondor_backend import HTCondorBackend
 from rawflow.grid.condor import pool_processes
-from rawflow.grid.process import pid_alive
+from rawflow.grid.process import marked_pids, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +47,8 @@ def test_grid_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         condor_state = Path(values["condor_state_dir"])
         assert pool_processes(condor_state)
         assert stat.S_IMODE((Path(values["condor_token_dir"])).stat().st_mode) == 0o700
+        grid_id = values["grid_id"]
+        assert len(marked_pids(grid_id)) >= len(pids)  # every daemon (and its children) carries the marker
     finally:
         down = rawflow("grid", "down", var=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -54,6 +56,7 @@ def test_grid_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     assert [pid for pid in pids if pid_alive(pid)] == []
     assert pool_processes(condor_state) == []  # daemons, starters and jobs of the pool
     assert values["condor_root"] not in Path("/proc/mounts").read_text()  # its mounts went with it
+    assert marked_pids(grid_id) == []
     after = rawflow("grid", "status", "--json", var=tmp_path)
     assert json.loads(after.stdout) == [] and after.returncode == 1
 
