@@ -286,8 +286,9 @@ def _launcher(root: Path, state_dir: Path) -> list[str]:
         f'mount --bind "$S/pool" "$R{POOL_MOUNT}"; '
         f'mount --bind "$S/sw" "$R{SW_MOUNT}"; '
         f'mount -o remount,bind,ro "$R{SW_MOUNT}"; '
+        # A clean environment, but the grid's marker stays (``rawflow grid down`` finds every grid process by it).
         f'exec chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CONDOR_CONFIG={POOL_MOUNT}/condor_config '
-        "/usr/sbin/condor_master -f"
+        "${RAWFLOW_GRID_ID:+RAWFLOW_GRID_ID=$RAWFLOW_GRID_ID} /usr/sbin/condor_master -f"
     )
     return [
         "unshare",
