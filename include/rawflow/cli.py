@@ -586,6 +586,55 @@ def cmd_campaign_check(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _campaigns_folder(args: argparse.Namespace) -> str:
+    import os
+
+    return str(args.folder or os.environ.get("RAWFLOW_CAMPAIGNS_DIR") or Path.cwd() / "config" / "campaigns")
+
+
+def cmd_campaign_status(args: argparse.Namespace) -> int:
+    """``rawflow campaign list`` (the ProdSys table) and ``rawflow campaign status NAME`` (one campaign)."""
+    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.processing.jobs import JobStore
+
+    store = JobStore(args.jobs_db or _catalogue_url(args))
+    try:
+        rows = campaigns_overview(_campaigns_folder(args), store)
+    finally:
+        store.close()
+    if args.campaign_action == "status":
+        rows = [r for r in rows if r["name"] in args.names]
+        missing = set(args.names) - {r["name"] for r in rows}
+        if missing:
+            raise RawflowError(f"no campaign named {', '.join(sorted(missing))!r} in {_campaigns_folder(args)}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = []
+    for r in rows:
+        jobs = " ".join(f"{k}={v}" for k, v in sorted((r.get("jobs") or {}).items()))
+        table.append(
+            [
+                r["id"],
+                r["status"],
+                r.get("kind", ""),
+                r["name"],
+                r.get("files", ""),
+                f"{r['processed_pct']}%" if "processed_pct" in r else "",
+                jobs,
+                len(r.get("failures") or []),
+            ]
+        )
+    _print_table("campaigns", ["ID", "Status", "Type", "Name", "Files", "Processed", "Jobs", "Failures"], table)
+    for r in rows:
+        if r.get("error"):
+            print(f"  {r['file']}: {r['error']}")
+        if args.campaign_action == "status":
+            for failure in r.get("failures") or []:
+                print(f"  {failure['key']}: {failure['reason']!r}")
+    return 0
+
+
 def _add_campaign_parser(sub: Any) -> None:
     campaign = sub.add_parser("campaign", help="production campaigns and analyses from steering files")
     actions = campaign.add_subparsers(dest="campaign_action", required=True)
@@ -593,6 +642,14 @@ def _add_campaign_parser(sub: Any) -> None:
     check.add_argument("files", nargs="+")
     check.add_argument("--sites", help="sites file to check site names against (default: $RAWFLOW_SITES or the grid's)")
     check.set_defaults(func=cmd_campaign_check)
+    for action, help_text in (("list", "the ProdSys table of every campaign"), ("status", "campaigns by name")):
+        view = actions.add_parser(action, help=help_text)
+        if action == "status":
+            view.add_argument("names", nargs="+")
+        view.add_argument("--folder", help="campaigns folder (default: $RAWFLOW_CAMPAIGNS_DIR or config/campaigns)")
+        view.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+        _add_catalogue_options(view)
+        view.set_defaults(func=cmd_campaign_status)
 
 
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:

@@ -147,3 +147,16 @@ def test_a_metadata_query_keeps_only_matching_files() -> None:
     campaign = parse_campaign(document, source="f.yaml")
     jobs = split(campaign, campaign.steps[0], [lfn(1000 + i % 2, i) for i in range(6)])
     assert len(jobs) == 3
+
+
+def test_campaign_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rawflow.cli import main as cli
+
+    assert cli(["campaign", "check", str(EXAMPLE)]) == 0
+    assert "ok: reprocessing 'rerec-2026-11'" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("files_per_job: 1", "files_per_job: many"))
+    assert cli(["campaign", "check", str(bad), str(EXAMPLE)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"rawflow: {bad}: splitter.files_per_job='many': expected integer\n"
+    assert "ok:" in captured.out  # the good file is still checked

@@ -17,12 +17,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from rawflow.catalogue.base import BlockRecord, Catalogue, ReplicaState
 from rawflow.errors import ConfigError
 from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn
-from rawflow.processing.campaigns import Campaign, Step, split
+from rawflow.processing.campaigns import Campaign, CampaignError, Step, campaign_files, load_campaign, split
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.keepup import KeepupContext, RoundReport, run_keepup_round
 from rawflow.processing.planning import PAYLOAD_VERSIONS, STAGE_TYPES, JobPhase, PlannedJob
@@ -204,12 +205,28 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue | N
     )
 
 
+def campaigns_overview(folder: str | Path, jobs: JobStore) -> list[dict[str, Any]]:
+    """The ProdSys table: one row per steering file of ``folder`` (ID = its position, sorted by file name);
+    a file that does not validate is a row with status Invalid and its one-line error."""
+    rows: list[dict[str, Any]] = []
+    for number, path in enumerate(campaign_files(folder), start=1):
+        try:
+            campaign = load_campaign(path)
+        except CampaignError as exc:
+            rows.append({"id": number, "file": path.name, "name": path.stem, "status": "Invalid", "error": str(exc)})
+            continue
+        row = campaign_status(campaign, jobs).to_dict()
+        rows.append({"id": number, "file": path.name, "dag_id": campaign.dag_id, "error": None, **row})
+    return rows
+
+
 __all__ = [
     "CampaignStatus",
     "campaign_context",
     "campaign_key_prefix",
     "campaign_output_lfn",
     "campaign_status",
+    "campaigns_overview",
     "input_block_ready",
     "plan_campaign_block",
     "run_campaign",

@@ -62,3 +62,8 @@ def get_processing(
     request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
 ) -> dict[str, Any]:
     return data.processing(_sources(request), days)
+
+
+@router.get("/campaigns", summary="Production campaigns and analyses: status, files, processed %, jobs, failures")
+def get_campaigns(request: Request, _user: Reader) -> list[dict[str, Any]]:
+    return data.campaigns(_sources(request))
