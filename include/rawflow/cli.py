@@ -602,6 +602,8 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
         rows = campaigns_overview(_campaigns_folder(args), store)
     finally:
         store.close()
+    if getattr(args, "user", None):  # analyses are kept as <user>.<name>.yaml
+        rows = [r for r in rows if str(r.get("file", "")).startswith(f"{args.user}.")]
     if args.campaign_action == "status":
         rows = [r for r in rows if r["name"] in args.names]
         missing = set(args.names) - {r["name"] for r in rows}
@@ -635,7 +637,67 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyses_folder() -> Path:
+    import os
+
+    from rawflow.grid.stack import default_var_dir
+
+    configured = os.environ.get("RAWFLOW_ANALYSES_DIR")
+    return Path(configured) if configured else Path(default_var_dir()) / "analyses"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``rawflow submit analysis.yaml``: validate, keep a copy in the analyses folder, trigger rawflow_analysis."""
+    import shutil
+
+    from rawflow.processing.campaigns import CampaignError, load_campaign
+
+    analysis = load_campaign(args.file)
+    if analysis.kind != "analysis":
+        raise CampaignError(args.file, "kind", analysis.kind, "rawflow submit takes kind: analysis")
+    folder = _analyses_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / f"{analysis.user}.{analysis.name}.yaml"
+    text = Path(args.file).read_text()
+    if kept.exists() and kept.read_text() != text:
+        raise CampaignError(
+            args.file, "name", analysis.name, f"already submitted with other content ({kept}): rename it"
+        )
+    if not kept.exists():
+        tmp = kept.with_suffix(".tmp")
+        shutil.copyfile(args.file, tmp)
+        tmp.replace(kept)
+    conn = "rawflow_compute" if analysis.backend == "htcondor" else "rawflow_compute_dirac"
+    run_id = _airflow_api(args).trigger(
+        "rawflow_analysis", logical_date=None, conf={"steering_path": str(kept), "compute_conn_id": conn}
+    )
+    print(f"submitted {analysis.name!r} for {analysis.user}: rawflow_analysis run {run_id} ({kept})")
+    return 0
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    """``rawflow analysis list|status NAME``: the submitted analyses' table (the campaigns view of the folder)."""
+    args.folder = str(_analyses_folder())
+    args.campaign_action = args.analysis_action
+    return cmd_campaign_status(args)
+
+
 def _add_campaign_parser(sub: Any) -> None:
+    submit = sub.add_parser("submit", help="submit a user analysis steering file (kind: analysis)")
+    submit.add_argument("file")
+    submit.add_argument("--airflow-url", help="Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)")
+    submit.set_defaults(func=cmd_submit)
+    analysis = sub.add_parser("analysis", help="submitted user analyses: list, status")
+    analysis_actions = analysis.add_subparsers(dest="analysis_action", required=True)
+    for action in ("list", "status"):
+        view = analysis_actions.add_parser(action)
+        if action == "status":
+            view.add_argument("names", nargs="+")
+        view.add_argument("--user", help="only this user's analyses")
+        view.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+        _add_catalogue_options(view)
+        view.set_defaults(func=cmd_analysis)
+
     campaign = sub.add_parser("campaign", help="production campaigns and analyses from steering files")
     actions = campaign.add_subparsers(dest="campaign_action", required=True)
     check = actions.add_parser("check", help="validate steering files (one line per mistake)")

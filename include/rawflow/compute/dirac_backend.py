@@ -309,14 +309,19 @@ class DiracBackend:
             else:
                 job_ids = [f"{unit}:{i}" for i in range(len(todo))]
             now = time.time()
-            with self._conn:
-                for (job, _), job_id in zip(todo, job_ids, strict=True):
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO dirac_jobs (key, job_id, batch, state, exit_code, pid, result, updated)"
-                        " VALUES (?,?,?,?,NULL,NULL,NULL,?)",
-                        (job.key, job_id, unit, "queued", now),
-                    )
+            # One transaction (the connection autocommits otherwise: one fsync per row).
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO dirac_jobs (key, job_id, batch, state, exit_code, pid, result, updated)"
+                    " VALUES (?,?,?,?,NULL,NULL,NULL,?)",
+                    [(job.key, job_id, unit, "queued", now) for (job, _), job_id in zip(todo, job_ids, strict=True)],
+                )
                 self._conn.execute("UPDATE dirac_batches SET state='submitted' WHERE name=?", (unit,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             if self.mode == "local":
                 self._start_local(unit, payload_rows)
             for (job, _), job_id in zip(todo, job_ids, strict=True):

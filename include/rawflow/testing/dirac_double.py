@@ -13,6 +13,8 @@ OutputSandbox files are what ``getOutputSandbox`` returns. What is left out: mat
 proxies and authentication, rescheduling, the Stalled state, minor statuses beyond a few words.
 
 State lives under ``./dirac-wms-double/`` of the current directory (each runner call is a new process).
+``$RAWFLOW_DIRAC_DOUBLE_HOLD=1`` accepts jobs without running them (they stay Waiting): the submission
+benchmark measures submission alone.
 Standard library + DIRAC only (it runs in the DIRAC venv).
 """
 
@@ -78,6 +80,18 @@ class Dirac:
                 name, _, value = pair.partition("=")
                 env[name] = shlex.split(value)[0] if value else ""
             argv = ["dirac-jobexec", *shlex.split(ad.getAttributeString("Arguments"))]
+            if os.environ.get("RAWFLOW_DIRAC_DOUBLE_HOLD") == "1":
+                data["jobs"][str(job_id)] = {
+                    "JobName": ad.getAttributeString("JobName"),
+                    "JobGroup": ad.getAttributeString("JobGroup"),
+                    "OutputSandbox": [],
+                    "pid": None,
+                    "killed": False,
+                    "held": True,
+                    "submitted": time.time(),
+                }
+                ids.append(job_id)
+                continue
             # The pilot's part: run the job, keep its exit code.
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", '"$@" > std.out 2> std.err; echo $? > .exit', "job", *argv],
@@ -101,6 +115,8 @@ class Dirac:
 
     def _status(self, job_id: str, job: dict[str, Any]) -> dict[str, str]:
         exit_file = self.root / job_id / ".exit"
+        if job.get("held") and not job["killed"]:
+            return {"Status": "Waiting", "MinorStatus": "Pilot Agent Submission", "ApplicationStatus": "Unknown"}
         if job["killed"]:
             return {"Status": "Killed", "MinorStatus": "Marked for termination", "ApplicationStatus": "Unknown"}
         if exit_file.exists() and exit_file.read_text().strip():
@@ -157,7 +173,8 @@ class Dirac:
                 continue
             job["killed"] = True
             try:
-                os.killpg(job["pid"], signal.SIGKILL)
+                if job["pid"]:
+                    os.killpg(job["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self._save(data)

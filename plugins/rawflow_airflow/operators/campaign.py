@@ -12,7 +12,7 @@ from rawflow_airflow.operators.keepup import KeepupOperator
 
 
 class CampaignOperator(KeepupOperator):
-    template_fields: Sequence[str] = (*KeepupOperator.template_fields, "campaign_path")
+    template_fields: Sequence[str] = (*KeepupOperator.template_fields, "campaign_path", "compute_conn_id")
     ui_color = "#dcecf5"
 
     def __init__(self, *, campaign_path: str, **kwargs: Any) -> None:
