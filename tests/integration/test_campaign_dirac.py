@@ -51,7 +51,9 @@ class Grid:
     rtraws: dict[str, list[str]]  # block → RTRAW LFNs
 
 
-def _rtraw(storage: Gfal2Storage, sites: LocalSites, day: date, seq: int, tag: str, work: Path) -> FileRecord:
+def _rtraw(
+    storage: Gfal2Storage, sites: LocalSites, day: date, seq: int, tag: str, work: Path, *, malformed: bool = False
+) -> FileRecord:
     name = RawFileName.build(
         daq="JUNO",
         run_number=5000 + day.day,
@@ -73,6 +75,8 @@ def _rtraw(storage: Gfal2Storage, sites: LocalSites, day: date, seq: int, tag: s
         timeout=120,
     )
     data = rtraw_path.read_bytes()
+    if malformed:
+        data = b"not a ROOT file" + data[64:]
     lfn = lfn_for(DataType.RTRAW, day, rtraw_path.name)
     storage.put_bytes(sites.sites_config.tier0.pfn(lfn), data)
     return FileRecord(
@@ -193,4 +197,34 @@ def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool) -> 
     status = campaign_status(campaign, grid.jobs)
     assert (status.processed, status.status) == (6, "Done"), status.to_dict()
     assert sum(r.total_submitted for r in run_campaign(ctx, campaign, today=date(2026, 12, 2)).values()) == 0
+    backend.close()
+
+
+@pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
+def test_a_failing_subset_is_retried_then_problematic_with_the_reason(
+    grid: Grid, local_sites: LocalSites, storage: Gfal2Storage, tmp_path: Path
+) -> None:
+    day = date(2026, 11, 24)
+    tag = f"b{uuid.uuid4().hex[:6]}"
+    good = _rtraw(storage, local_sites, day, 1, tag, tmp_path)
+    bad = _rtraw(storage, local_sites, day, 2, tag, tmp_path, malformed=True)
+    grid.catalogue.register_files([good, bad], site=local_sites.sites_config.tier0.name, state=ReplicaState.VALIDATED)
+    grid.rtraws[f"{day:%Y%m%d}"] = [good.lfn, bad.lfn]
+    _arrive_at_input_site(grid, f"{day:%Y%m%d}")
+    document = {**__import__("yaml").safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())}
+    document.update(name="rerec-bad", input={"data_type": "RTRAW", "site": INPUT_SITE, "blocks": [f"{day:%Y%m%d}"]})
+    campaign = parse_campaign(document, source="rerec-bad")
+    backend = get_compute_backend("dirac", mode="local", work_dir=str(tmp_path / "dirac"), slots=2)
+    ctx = _context(grid, backend)
+    reports = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0)
+    (report,) = reports.values()
+    assert report.total_submitted == 3  # two files, the bad one twice (max_failures=2)
+    ((key, reason),) = report.problematic
+    assert reason.startswith("failed 2 times, last: exit code 3:"), reason
+    status = campaign_status(campaign, grid.jobs)
+    assert (status.files, status.processed, status.status) == (2, 1, "Problematic")
+    assert status.failures == ((key, reason),)
+    assert grid.catalogue.children([good.lfn, bad.lfn], DataType.ESD) == {
+        good.lfn: [campaign_output_lfn(good.lfn, DataType.ESD, campaign.name)]
+    }
     backend.close()
