@@ -118,6 +118,7 @@ class RawflowCollector(Collector):
             quarantined.add_metric([reason], n)
         yield quarantined
         yield from keepup_job_metrics(store)
+        yield from campaign_metrics(store)
 
     def _kafka(self) -> Iterator[GaugeMetricFamily]:
         from rawflow.kafka import Topics
@@ -161,6 +162,30 @@ def keepup_job_metrics(store: MonitoringStore) -> Iterator[GaugeMetricFamily]:
         for state in JobPhase:
             jobs.add_metric([payload, state.value], counts.get((payload, state.value), 0))
     yield jobs
+
+
+def campaign_metrics(store: MonitoringStore, folder: str | None = None) -> Iterator[GaugeMetricFamily]:
+    """Per campaign: jobs by state and the fraction of input files processed (the ProdSys table's columns)."""
+    import sqlalchemy as sa
+
+    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.planning import JobPhase
+    from rawflow_airflow.ui.data import campaigns_folder
+
+    jobs = GaugeMetricFamily("rawflow_campaign_jobs", "Campaign jobs per state", labels=["campaign", "state"])
+    processed = GaugeMetricFamily(
+        "rawflow_campaign_processed_ratio", "Input files processed / input files so far", labels=["campaign"]
+    )
+    if sa.inspect(store.engine).has_table("processing_jobs"):
+        for row in campaigns_overview(folder or campaigns_folder(), JobStore(store.engine, create=False)):
+            if row["status"] == "Invalid":
+                continue
+            for state in JobPhase:
+                jobs.add_metric([row["name"], state.value], row["jobs"].get(state.value, 0))
+            processed.add_metric([row["name"]], row["processed_pct"] / 100.0)
+    yield jobs
+    yield processed
 
 
 def exposition(sources: Sources) -> bytes:

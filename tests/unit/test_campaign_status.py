@@ -79,3 +79,14 @@ def test_page_escapes_and_cli_shows_the_table(setup: tuple[Path, str], capsys: p
     out = capsys.readouterr().out
     assert "rerec-2026-11" in out and "50.0%" in out and "bad header" in out
     assert cli(["campaign", "status", "nope", "--folder", str(folder), "--jobs-db", url, "--catalogue", url]) == 2
+
+
+def test_campaign_metrics(setup: tuple[Path, str]) -> None:
+    from rawflow.monitoring import MonitoringStore
+    from rawflow_airflow.metrics import campaign_metrics
+
+    folder, url = setup
+    jobs, processed = list(campaign_metrics(MonitoringStore(url), str(folder)))
+    values = {(s.labels["campaign"], s.labels["state"]): s.value for s in jobs.samples}
+    assert values["rerec-2026-11", "done"] == 2 and values["rerec-2026-11", "queued"] == 0
+    assert [(s.labels["campaign"], s.value) for s in processed.samples] == [("rerec-2026-11", 0.5)]
