@@ -6,7 +6,7 @@ its one-line error (file, field, value) is raised as a warning while this file i
 with the DAG processor's messages, and its DAG is not created (an import *error* would drop every campaign of
 this file). ``rawflow campaign check FILE`` gives the same line.
 
-Data-driven: a run starts when the input data type's block DAG finishes a block (its ``rawflow://blocks/<TYPE>/
+A new campaign's DAG starts paused: unpausing it is starting the campaign. Data-driven: a run starts when the input data type's block DAG finishes a block (its ``rawflow://blocks/<TYPE>/
 done`` Asset) and every 30 minutes as a catch-up; the task plans only blocks complete at the input site and
 only sub-jobs that have no record yet (deterministic keys: campaign + step + input), so new input is processed
 as it arrives and nothing twice. One deferrable task runs every step over all the campaign's blocks in
@@ -50,6 +50,7 @@ def campaign_dag(campaign: Campaign, path: Path) -> None:
         start_date=datetime(2026, 11, 1),
         catchup=False,
         max_active_runs=1,
+        is_paused_upon_creation=True,  # a production manager starts a campaign by unpausing it
         default_args={"retries": 2, "retry_delay": timedelta(seconds=60), "retry_exponential_backoff": True},
         tags=["rawflow", "campaign", campaign.kind, campaign.backend],
         doc_md=f"**{campaign.kind}** `{campaign.name}` from `{path.name}`: "

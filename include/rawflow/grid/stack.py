@@ -288,6 +288,7 @@ def _start_all(
         "sites_path": str(sites_path),
         "transfer_backend": transfer_backend,
         "airflow_db": airflow_db,
+        "dirac_work_dir": str(state.var_dir / "dirac"),  # the DIRAC backend's local-execution records and job dirs
         **condor_values,
     }
     # The token is kept in secrets.json only; state.json names the file instead.
