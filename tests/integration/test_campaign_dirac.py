@@ -32,6 +32,7 @@ from rawflow.processing.jobs import JobStore
 from rawflow.processing.keepup import KeepupContext
 from rawflow.processing.planning import RetryPolicy
 from rawflow.storage.gfal2_storage import Gfal2Storage
+from rawflow.transfer.engine import StorageSpec
 
 pytestmark = pytest.mark.integration
 
@@ -125,10 +126,13 @@ def _context(grid: Grid, backend: ComputeBackend) -> KeepupContext:
 
 
 @pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
-def test_rereconstruction_on_dirac_local_execution(grid: Grid) -> None:
+def test_rereconstruction_on_dirac_local_execution(grid: Grid, storage_spec: StorageSpec) -> None:
     campaign = load_campaign(
         ROOT / "config" / "campaigns" / "rerec-2026-11.yaml", known_sites=grid.sites.sites_config.sites
     )
+    from rawflow.transfer.gfal2_tool import Gfal2Transfertool
+
+    tool = Gfal2Transfertool(storage_spec)
     backend = get_compute_backend(
         "dirac",
         mode="local",
@@ -142,7 +146,9 @@ def test_rereconstruction_on_dirac_local_execution(grid: Grid) -> None:
     # The last day is not complete at CNAF yet: the first two run, the third waits.
     for block in blocks[:2]:
         _arrive_at_input_site(grid, block)
-    reports = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0)
+    reports = run_campaign(
+        ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0, transfertool=tool
+    )
     assert [r.total_submitted for r in reports.values()] == [FILES_PER_DAY, FILES_PER_DAY, 0]
     assert not any(r.problematic or r.timed_out for r in reports.values()), {b: r.to_dict() for b, r in reports.items()}
     status = campaign_status(campaign, grid.jobs)
@@ -150,7 +156,9 @@ def test_rereconstruction_on_dirac_local_execution(grid: Grid) -> None:
 
     # The day completes: only it is processed now.
     _arrive_at_input_site(grid, blocks[2])
-    reports = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0)
+    reports = run_campaign(
+        ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0, transfertool=tool
+    )
     assert [r.total_submitted for r in reports.values()] == [0, 0, FILES_PER_DAY]
 
     # Every input once: one ESD per RTRAW, registered with lineage, at the Tier-0 with the catalogued checksum.
@@ -162,8 +170,16 @@ def test_rereconstruction_on_dirac_local_execution(grid: Grid) -> None:
         record = grid.catalogue.get_file(esd)
         assert record is not None and record.data_type is DataType.ESD
         assert grid.storage.checksum(ctx.url(esd)) == record.adler32
-    status = campaign_status(campaign, grid.jobs)
+    # Replicated to both destination SEs and validated there: the same bytes as at the Tier-0.
+    for esd in (c[0] for c in children.values()):
+        replicas = grid.catalogue.replica_states([esd])[esd]
+        for site in campaign.destinations:
+            assert replicas[site].state is ReplicaState.VALIDATED, (esd, site, replicas)
+            url = grid.sites.sites_config[site].pfn(esd)
+            assert grid.storage.checksum(url) == grid.catalogue.get_file(esd).adler32  # type: ignore[union-attr]
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
     assert (status.files, status.processed, status.processed_pct, status.status) == (6, 6, 100.0, "Done")
+    assert (status.outputs, status.replicated) == (6, 6)
     assert status.jobs == {"done": 6}
 
     # Re-running the finished campaign submits nothing.

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from rawflow.catalogue.base import BlockRecord, Catalogue, ReplicaState
 from rawflow.errors import ConfigError
 from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn
+from rawflow.planning import plan_block as plan_replication
 from rawflow.processing.campaigns import Campaign, CampaignError, Step, campaign_files, load_campaign, split
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.keepup import KeepupContext, RoundReport, run_keepup_round
 from rawflow.processing.planning import PAYLOAD_VERSIONS, STAGE_TYPES, JobPhase, PlannedJob
+from rawflow.replication import replicate_chunk, validate_chunk
+from rawflow.sites import SitesConfig
+from rawflow.transfer.base import Transfertool
+from rawflow.validation import SiteProgress, block_progress
 
 ONE_TO_ONE = ("raw2rtraw", "rec")
 
@@ -132,13 +138,61 @@ def run_campaign(
     today: date,
     timeout: timedelta = timedelta(minutes=30),
     poll_interval: float = 2.0,
+    transfertool: Transfertool | None = None,
 ) -> dict[str, RoundReport]:
-    """Every block of the campaign as of ``today`` through the keep-up loop (CLI, tests, bench)."""
+    """Every block of the campaign as of ``today`` through the keep-up loop (CLI, tests, bench); with a
+    ``transfertool``, each block's outputs are then replicated to the destination SEs."""
     cctx = campaign_context(ctx, campaign)
-    return {
-        block_id: run_keepup_round(cctx, block_id, timeout=timeout, poll_interval=poll_interval)
-        for block_id in campaign.input_blocks(today)
+    reports = {}
+    for block_id in campaign.input_blocks(today):
+        reports[block_id] = run_keepup_round(cctx, block_id, timeout=timeout, poll_interval=poll_interval)
+        if transfertool is not None:
+            replicate_outputs(cctx, campaign, block_id, transfertool)
+    return reports
+
+
+# -- outputs to the destination SEs ----------------------------------------------------------------------------
+
+
+def campaign_sites(sites: SitesConfig, campaign: Campaign) -> SitesConfig:
+    """The site policy for a campaign's outputs (pure): every output to each destination, nothing elsewhere."""
+    wanted = set(campaign.destinations)
+    changed = {
+        name: replace(site, share=Fraction(1) if name in wanted else Fraction(0)) if site.role == "disk" else site
+        for name, site in sites.sites.items()
     }
+    return replace(sites, sites=changed)
+
+
+def campaign_outputs(ctx: KeepupContext, campaign: Campaign, block_id: str) -> list[str]:
+    """The registered outputs of the campaign's last step in ``block_id``."""
+    prefix = f"{campaign_key_prefix(campaign)}{campaign.steps[-1].name}."
+    done = ctx.jobs.list_jobs(block_id=block_id, states=[JobPhase.DONE], key_prefix=prefix)
+    return sorted(lfn for record in done for lfn in record.outputs)
+
+
+def replicate_outputs(
+    ctx: KeepupContext, campaign: Campaign, block_id: str, transfertool: Transfertool, *, rounds: int = 3
+) -> dict[str, SiteProgress]:
+    """Copy the campaign's outputs of ``block_id`` to each destination SE with the existing replication units
+    (plan → replicate chunk → validate chunk: checksummed, retried, Problematic with reasons), then return
+    Assigned / Processed / Problematic per destination. Idempotent: validated replicas are not planned again."""
+    outputs = set(campaign_outputs(ctx, campaign, block_id))
+    sites = campaign_sites(ctx.sites, campaign)
+    data_type = campaign.output_data_type
+    for _ in range(rounds):
+        files = [f for f in ctx.catalogue.files_in_block(data_type, block_id) if f.lfn in outputs]
+        replicas = ctx.catalogue.replica_states(sorted(outputs))
+        plan = plan_replication(
+            files, sites, replicas, data_type=data_type.value, block_id=block_id, archive=False, retry=None
+        )
+        if not plan.chunks:
+            break
+        for chunk in plan.chunks:
+            replicate_chunk(chunk, catalogue=ctx.catalogue, sites=sites, transfertool=transfertool, storage=ctx.storage)
+            validate_chunk(chunk, catalogue=ctx.catalogue, sites=sites, storage=ctx.storage)
+    files = [f for f in ctx.catalogue.files_in_block(data_type, block_id) if f.lfn in outputs]
+    return block_progress(sites, files, ctx.catalogue.replica_states(sorted(outputs)), archive=False)
 
 
 # -- status (the ProdSys table) ---------------------------------------------------------------------------------
@@ -154,6 +208,8 @@ class CampaignStatus:
     processed: int  # input files whose last step is done
     jobs: Mapping[str, int] = field(default_factory=dict)  # state → number
     failures: Sequence[tuple[str, str]] = ()  # (key, reason) of Problematic jobs
+    outputs: int | None = None  # registered outputs (known when the catalogue is asked)
+    replicated: int | None = None  # outputs validated at every destination SE
 
     @property
     def processed_pct(self) -> float:
@@ -170,6 +226,8 @@ class CampaignStatus:
             "processed_pct": self.processed_pct,
             "jobs": dict(self.jobs),
             "failures": [{"key": k, "reason": r} for k, r in self.failures],
+            "outputs": self.outputs,
+            "replicated": self.replicated,
         }
 
 
@@ -185,12 +243,28 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue | N
     files = len({lfn for r in first_jobs for lfn in r.inputs})
     processed = len({r.inputs[0] for r in records if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE})
     failures = tuple((r.key, r.reason or "") for r in records if r.state is JobPhase.PROBLEMATIC)
+    outputs = replicated = None
+    if catalogue is not None:
+        made = sorted(
+            lfn
+            for r in records
+            if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE
+            for lfn in r.outputs
+        )
+        good = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+        at = catalogue.replica_states(made) if made else {}
+        outputs = len(made)
+        replicated = sum(
+            1
+            for lfn in made
+            if all(site in at.get(lfn, {}) and at[lfn][site].state in good for site in campaign.destinations)
+        )
     if failures:
         status = "Problematic"
     elif not records:
         status = "Waiting"
-    elif files and processed == files and not any(r.state.active for r in records):
-        status = "Done"
+    elif files and processed == files and not any(r.state.active for r in records) and replicated == outputs:
+        status = "Done"  # every input processed (and, when asked, every output at every destination)
     else:
         status = "Running"
     return CampaignStatus(
@@ -202,6 +276,8 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue | N
         processed=processed,
         jobs=states,
         failures=failures,
+        outputs=outputs,
+        replicated=replicated,
     )
 
 

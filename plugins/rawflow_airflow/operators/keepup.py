@@ -125,6 +125,8 @@ class KeepupOperator(BaseOperator):
                 self.log.info("keep-up %s %s: %s", block_id, ",".join(ctx.stages), report.to_dict())
             keys = sorted(r.backend_key for b in reports for r in ctx.active_jobs(b))
             retry_times = [r.next_retry_at for r in reports.values() if r.next_retry_at is not None]
+            if not keys and not retry_times:
+                self._finish(ctx, list(reports))
         finally:
             self._close(ctx)
         started = (event or {}).get("started") or datetime.now(UTC).isoformat()
@@ -154,6 +156,9 @@ class KeepupOperator(BaseOperator):
             raise KeepupProblematic(f"{len(problematic)} job(s) Problematic (`rawflow jobs list`): {shown}")
         self.log.info("keep-up done since %s: %s", started, summary)
         return summary
+
+    def _finish(self, ctx: Any, block_ids: list[str]) -> None:
+        """Called once the blocks have no job left to wait for (campaigns replicate their outputs here)."""
 
     def _problematic(self) -> list[tuple[str, str]]:
         from rawflow.processing.jobs import JobStore
