@@ -41,6 +41,9 @@ class Gfal2Transfertool:
         spec = storage if isinstance(storage, StorageSpec) or storage is None else StorageSpec(**storage)
         self.engine = CopyEngine(spec, parallel=parallel, isolate=isolate, timeout=timeout, stream_below=stream_below)
         self.verify = verify
+        # The engine compares each copy (or kept destination) with the catalogue's size and adler32: a FINISHED
+        # file is a validated replica, and the round does not checksum it again.
+        self.verifies_against_catalogue = verify in ("both", "target")
         self._jobs: dict[str, JobStatus] = {}
 
     def submit(self, jobs: Sequence[TransferJob]) -> list[str]:
