@@ -68,9 +68,11 @@ class Storage(Protocol):
         parallel: int = 10,
         overwrite: bool = False,
         verify: bool = True,
+        preflight: bool = True,
     ) -> list[CopyResult]:
         """Copy many files; ``tpc`` is "only" (third-party), "never" (streamed) or "auto". ``verify=False``:
-        the caller compares checksums itself (so each replica is checksummed once).
+        the caller compares checksums itself (so each replica is checksummed once); ``preflight=False``: the caller
+        has checked sources and destinations already.
 
         Never raises for a single file's failure: each result says ok/error and whether it is transient.
         """

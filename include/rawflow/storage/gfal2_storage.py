@@ -290,16 +290,18 @@ class Gfal2Storage:
         parallel: int = 10,
         overwrite: bool = False,
         verify: bool = True,
+        preflight: bool = True,
     ) -> list[CopyResult]:
         """Copy many files and (``verify``) compare each by adler32 on both ends; one result per request, in
-        order. With ``verify=False`` the caller compares checksums itself."""
+        order. With ``verify=False`` the caller compares checksums itself; with ``preflight=False`` it has
+        already checked sources and destinations (each check is a round trip per file)."""
         if tpc not in TPC_MODES:
             raise ValueError(f"tpc must be one of {', '.join(TPC_MODES)}, got {tpc!r}")
         parallel = max(1, int(parallel))
         results: dict[int, CopyResult] = {}
         pending: dict[int, CopyRequest] = {}
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            checked = pool.map(lambda r: self._preflight(r, overwrite), requests)
+            checked = pool.map(lambda r: self._preflight(r, overwrite) if preflight else None, requests)
             for index, (request, verdict) in enumerate(zip(requests, checked, strict=True)):
                 if verdict is None:
                     pending[index] = request

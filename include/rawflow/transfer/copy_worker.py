@@ -25,7 +25,12 @@ def run(job: dict[str, Any]) -> list[dict[str, Any]]:
     requests = [CopyRequest(r["source"], r["destination"], None, r.get("size")) for r in job["requests"]]
     storage = spec.build()
     results = storage.copy(
-        requests, tpc=str(job["tpc"]), parallel=int(job["parallel"]), overwrite=False, verify=bool(job.get("verify"))
+        requests,
+        tpc=str(job["tpc"]),
+        parallel=int(job["parallel"]),
+        overwrite=False,
+        verify=bool(job.get("verify")),
+        preflight=False,
     )
     return results_to_json(results)
 

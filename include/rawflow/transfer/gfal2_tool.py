@@ -21,7 +21,7 @@ from rawflow.transfer.base import (
     UnknownJobError,
     job_state_of,
 )
-from rawflow.transfer.engine import CopyEngine, CopyTask, StorageSpec
+from rawflow.transfer.engine import DEFAULT_STREAM_BELOW, CopyEngine, CopyTask, StorageSpec
 
 
 class Gfal2Transfertool:
@@ -36,7 +36,7 @@ class Gfal2Transfertool:
         isolate: bool = True,
         verify: str = "both",
         timeout: float = 3600.0,
-        stream_below: int = 0,
+        stream_below: int = DEFAULT_STREAM_BELOW,
     ) -> None:
         spec = storage if isinstance(storage, StorageSpec) or storage is None else StorageSpec(**storage)
         self.engine = CopyEngine(spec, parallel=parallel, isolate=isolate, timeout=timeout, stream_below=stream_below)
