@@ -172,6 +172,7 @@ def main() -> int:
     state.chmod(0o755)
     local = start_sites(load_sites(default_sites_path()), state)
     try:
+        local.start_tape_migrator(interval=2, settle=1)
         os.environ.update(local.client_env)
         sites = local.sites_config
         catalogue_url = f"sqlite:///{state / 'catalogue.db'}"
