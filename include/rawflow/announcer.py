@@ -1,5 +1,8 @@
 """The announcer: plays the online side. Writes synthetic raw files into the Tier-0 storage element and
 publishes their announcements; can also publish hostile messages (for tests and drills).
+
+The files are real RAW files (``docs/raw-format.md``): events generated deterministically from the run,
+stream, sequence, file time and size, filling the asked size exactly.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from confluent_kafka import Producer
@@ -18,6 +21,7 @@ from rawflow.checksum import adler32_bytes
 from rawflow.kafka import DeliveryTracker, Topics
 from rawflow.messages import Reason, announcement_payload
 from rawflow.naming import DataType, RawFileName, lfn_for
+from rawflow.payloads.rawformat import MIN_FILE_SIZE, synthesize
 from rawflow.sites import Site
 from rawflow.storage.base import Storage
 
@@ -89,25 +93,35 @@ class Announcer:
         first_sequence: int = 1,
         rng: random.Random | None = None,
     ) -> list[SyntheticFile]:
-        """``count`` files of one run, received on ``day``, with random content of a random size in ``sizes``."""
+        """``count`` files of one run, received on ``day``, of a random size in ``sizes`` (at least
+        MIN_FILE_SIZE = 64 bytes), holding RAW events (the same for the same run, stream, sequence, day, size)."""
+        if sizes[0] < MIN_FILE_SIZE or sizes[1] < sizes[0]:
+            raise ValueError(f"sizes must be an interval of at least {MIN_FILE_SIZE} bytes, got {sizes}")
         rng = rng or random.Random()
         day = day or datetime.now(UTC).date()
         start = datetime.combine(day, time(0, 0, 0))
         files = []
         for i in range(count):
             sequence = first_sequence + i
+            file_time = start + timedelta(seconds=sequence % 86400)
             name = RawFileName.build(
                 daq="Daq",
                 run_number=run,
                 stream_type="Det",
                 stream_name=stream,
                 file_tag="Raw" if data_type is DataType.RAW else "RtRaw",
-                file_time=start + timedelta(seconds=sequence % 86400),
+                file_time=file_time,
                 file_sequence=sequence,
                 data_type=data_type,
             ).name
             lfn = lfn_for(data_type, day, name)
-            content = rng.randbytes(rng.randint(*sizes))
+            content, _truth = synthesize(
+                run=run,
+                stream=stream,
+                sequence=sequence,
+                start_time_ns=int(file_time.replace(tzinfo=UTC).timestamp()) * 1_000_000_000,
+                size=rng.randint(*sizes),
+            )
             files.append(
                 SyntheticFile(
                     lfn=lfn,
@@ -122,6 +136,14 @@ class Announcer:
                 )
             )
         return files
+
+    @staticmethod
+    def damaged(good: SyntheticFile) -> SyntheticFile:
+        """``good`` cut in half, as a DAQ crash mid-write leaves a file: announced consistently (its own size
+        and checksum, so the receiver registers it) but malformed, so ``raw2rtraw`` refuses it (exit 3,
+        ``truncated …``). For the keep-up's failure drills."""
+        content = good.content[: max(len(good.content) // 2, 1)]
+        return replace(good, content=content, size=len(content), adler32=adler32_bytes(content))
 
     def write(self, files: Sequence[SyntheticFile], *, parallel: int = 8) -> None:
         """Put the files into the Tier-0 through the storage interface."""

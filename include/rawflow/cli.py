@@ -1,13 +1,16 @@
 """The ``rawflow`` command: the local grid and operations.
 
-rawflow grid up [--no-airflow] [--postgres private|URL] [--api-port N]
+rawflow grid up [--no-airflow] [--no-condor] [--condor-cpus N] [--postgres private|URL] [--api-port N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
 rawflow block status|close ID [--type RAW]
 rawflow block retransfer ID --site SE [--type RAW]   (retry the site's bad replicas through a block DAG run)
+rawflow block reconcile ID [--type RAW] [--json]     (register files on the Tier-0 whose announcements were lost)
+rawflow block audit ID [--site SE] [--type RAW] [--json] [--no-retransfer]   (dark and lost files at the sites)
 rawflow file show LFN
 rawflow quarantine list [--reason R] | replay ID [ID ...] [--topic T]
+rawflow jobs list [--block D] [--payload P] [--state S] | show KEY | retry KEY [KEY ...]   (keep-up jobs)
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     var_dir = Path(args.var).resolve() if args.var else None
     if args.action == "up":
-        state = stack.up(var_dir, airflow=not args.no_airflow, postgres=args.postgres, api_port=args.api_port)
+        state = stack.up(
+            var_dir,
+            airflow=not args.no_airflow,
+            postgres=args.postgres,
+            api_port=args.api_port,
+            condor=not args.no_condor,
+            condor_cpus=args.condor_cpus,
+        )
         print(f"grid up: {len(state.components)} processes; state in {state.state_file}")
         return 0
     if args.action == "down":
@@ -154,6 +164,10 @@ def cmd_block(args: argparse.Namespace) -> int:
     data_type = DataType.parse(args.type)
     if args.action == "retransfer":
         return _retransfer(args, data_type)
+    if args.action == "reconcile":
+        return _reconcile(args, data_type)
+    if args.action == "audit":
+        return _audit(args, data_type)
     catalogue = get_catalogue(_catalogue_url(args))
     try:
         if args.action == "close":
@@ -260,6 +274,118 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     else:
         print(f"{result['block']} at {site}: {marked} bad replicas marked for retry; {dag_id} run {run_id} triggered")
     return 0
+
+
+def _storage() -> Any:
+    """A gfal2 client with the storage token of $RAWFLOW_STORAGE_TOKEN or the local grid's secrets."""
+    import os
+
+    from rawflow.grid.stack import GridState, default_var_dir
+    from rawflow.storage import get_storage
+
+    state = GridState.load(default_var_dir())
+    cert_dir = state.values.get("x509_cert_dir")
+    if cert_dir and "X509_CERT_DIR" not in os.environ:
+        os.environ["X509_CERT_DIR"] = str(cert_dir)  # gfal2 reads its CA directory from the environment
+    token = os.environ.get("RAWFLOW_STORAGE_TOKEN")
+    if token is None and state.secrets_file.exists():
+        token = json.loads(state.secrets_file.read_text()).get("storage_token")
+    return get_storage("gfal2", **({"bearer_token": token} if token else {}))
+
+
+def _reconcile(args: argparse.Namespace, data_type: DataType) -> int:
+    """Register the block's Tier-0 files the catalogue does not know (their announcements were lost)."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.notify import LogNotifier
+    from rawflow.ops.reconcile import Reconciler, reconcile_blocks, report_dict
+    from rawflow.quarantine import Quarantine
+
+    url = _catalogue_url(args)
+    quarantine = Quarantine(args.quarantine if getattr(args, "quarantine", None) else url)
+    quarantine.create_schema()
+    catalogue = get_catalogue(url)
+    try:
+        reconciler = Reconciler(catalogue, _storage(), _sites(args), quarantine, LogNotifier())
+        run = reconcile_blocks(reconciler, [(data_type, args.block_id)])
+    finally:
+        catalogue.close()
+    if run.closed:
+        raise RawflowError(f"block {run.closed[0]} is closed: its files can no longer be registered")
+    if run.failed:
+        raise RawflowError(run.summary())
+    report = report_dict(run.reports[0])
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"{report['block']}: {report['listed']} listed at the Tier-0, {report['already_registered']} already "
+        f"registered, {report['recovered']} recovered, {report['rejected']} rejected, {report['skipped']} skipped"
+    )
+    for reason, count in sorted(report["rejected_by_reason"].items()):
+        print(f"  rejected {reason}: {count} (see `rawflow quarantine list --reason {reason}`)")
+    for lfn in report["recovered_lfns"]:
+        print(f"  recovered {lfn!r}")
+    return 0
+
+
+def _audit(args: argparse.Namespace, data_type: DataType) -> int:
+    """Compare each target site's storage under the block directory with the catalogue: dark files are listed,
+    lost replicas are marked bad and (unless --no-retransfer) a block DAG run is triggered for their sites.
+    Exit status 1 when anything is inconsistent, so scripts notice."""
+    from rawflow.catalogue import get_catalogue
+    from rawflow.naming import block_name
+    from rawflow.ops.audit import AuditStore, audit_block
+    from rawflow.planning import targets
+
+    sites = _sites(args)
+    names = [sites[args.site].name] if args.site else [s.name for s in targets(sites)]
+    url = _catalogue_url(args)
+    catalogue = get_catalogue(url)
+    try:
+        if catalogue.get_block(data_type, args.block_id) is None:
+            raise RawflowError(f"block {block_name(data_type, args.block_id)} is not in the catalogue")
+        audits = audit_block(catalogue, _storage(), sites, data_type, args.block_id, names)
+    finally:
+        catalogue.close()
+    store = AuditStore(url)
+    try:
+        store.save(audits)
+    finally:
+        store.close()
+    lost_sites = [a.site for a in audits if a.marked_bad]
+    triggered: str | None = None
+    if lost_sites and not args.no_retransfer:
+        triggered = _trigger_block_run(args, data_type, lost_sites)
+    if args.json:
+        print(json.dumps({"audits": [a.to_dict() for a in audits], "retransfer_run_id": triggered}, indent=2))
+    else:
+        _print_table(
+            f"Audit of {block_name(data_type, args.block_id)} at the sites",
+            ("site", "listed", "expected", "good", "dark", "lost", "unchecked", "error"),
+            [
+                (a.site, a.listed, a.expected, a.good, len(a.dark), len(a.lost), a.unchecked, a.error or "")
+                for a in audits
+            ],
+        )
+        for audit in audits:
+            for lfn in audit.dark[:20]:
+                print(f"  {audit.site}: dark {lfn!r} (not deleted)")
+            for lfn, why in list(sorted(audit.lost.items()))[:20]:
+                print(f"  {audit.site}: {lfn!r}: {why}")
+        if triggered:
+            print(f"lost replicas at {', '.join(lost_sites)} marked bad; block DAG run {triggered} retransfers them")
+    return 0 if all(a.consistent for a in audits) else 1
+
+
+def _trigger_block_run(args: argparse.Namespace, data_type: DataType, sites: Sequence[str]) -> str:
+    """A block DAG run for the block's day, restricted to ``sites`` (the time of day keeps its id unique)."""
+    from rawflow.catalogue.base import utc_now
+    from rawflow.naming import parse_block_id
+
+    logical_date = f"{parse_block_id(args.block_id).isoformat()}T{utc_now():%H:%M:%S.%f}Z"
+    dag_id = f"rawflow_block_{data_type.value.lower()}"
+    run_id: str = _airflow_api(args).trigger(dag_id, logical_date=logical_date, conf={"sites": list(sites)})
+    return run_id
 
 
 def cmd_file(args: argparse.Namespace) -> int:
@@ -377,6 +503,71 @@ def _replay(args: argparse.Namespace, quarantine: Quarantine) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Keep-up jobs from the jobs table (in the catalogue's database)."""
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.keepup import retry_jobs
+    from rawflow.processing.planning import JobPhase
+
+    store = JobStore(args.jobs_db or _catalogue_url(args))
+    try:
+        if args.action == "retry":
+            if not args.keys:
+                raise RawflowError(
+                    "jobs retry: name at least one job KEY (see `rawflow jobs list --state problematic`)"
+                )
+            reset = retry_jobs(store, args.keys)
+            skipped = sorted(set(args.keys) - set(reset))
+            if args.json:
+                print(json.dumps({"reset": reset, "not_problematic_or_unknown": skipped}, indent=2))
+            else:
+                print(f"reset {len(reset)} job(s); the next keep-up round resubmits them")
+                for key in skipped:
+                    print(f"  not Problematic or unknown, left alone: {key}")
+            return 0 if reset or not skipped else 1
+        if args.action == "show":
+            if len(args.keys) != 1:
+                raise RawflowError("jobs show: name exactly one job KEY")
+            record = store.get(args.keys).get(args.keys[0])
+            if record is None:
+                raise RawflowError(f"no job with key {args.keys[0]!r}")
+            if args.json:
+                print(json.dumps({**record.to_dict(), "summary": record.summary}, indent=2))
+                return 0
+            for name, value in record.to_dict().items():
+                if isinstance(value, list):
+                    value = "\n  ".join(["", *value]) if value else "-"
+                print(f"{name:>16}: {value if value not in (None, '') else '-'}")
+            return 0
+        states = [JobPhase(s) for s in args.state] if args.state else None
+        records = store.list_jobs(block_id=args.block, payload=args.payload, states=states, limit=args.limit)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in records], indent=2))
+            return 0
+        _print_table(
+            f"keep-up jobs ({len(records)} shown)",
+            ("key", "payload", "block", "run", "state", "attempts", "backend id", "exit", "reason", "updated"),
+            [
+                (
+                    r.key,
+                    r.payload,
+                    r.block_id,
+                    r.run,
+                    r.state.value,
+                    r.attempts,
+                    r.backend_id or "",
+                    "" if r.exit_code is None else r.exit_code,
+                    (r.reason or r.hold_reason or "")[:80],
+                    f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for r in records
+            ],
+        )
+        return 0
+    finally:
+        store.close()
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
@@ -391,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("action", choices=("up", "down", "status"))
     grid.add_argument("--var", help="state directory (default: $RAWFLOW_VAR or ./var)")
     grid.add_argument("--no-airflow", action="store_true", help="start only the middleware")
+    grid.add_argument("--no-condor", action="store_true", help="do not start the local HTCondor pool")
+    grid.add_argument("--condor-cpus", type=int, default=4, help="slots of the local HTCondor pool (default 4)")
     grid.add_argument("--postgres", help="'private' (start one) or a server URL; default: SQLite")
     grid.add_argument("--api-port", type=int, default=8080, help="Airflow UI/API port if free (default 8080)")
     grid.add_argument("--json", action="store_true")
@@ -407,10 +600,13 @@ def build_parser() -> argparse.ArgumentParser:
     name.set_defaults(func=cmd_name)
 
     block = sub.add_parser("block", help="a block's state per site, or close it")
-    block.add_argument("action", choices=("status", "close", "retransfer"))
+    block.add_argument("action", choices=("status", "close", "retransfer", "reconcile", "audit"))
     block.add_argument("block_id", help="YYYYMMDD")
     block.add_argument("--type", default="RAW", help="RAW or RTRAW")
-    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried")
+    block.add_argument("--site", help="retransfer: the site whose bad replicas are retried; audit: only this site")
+    block.add_argument(
+        "--no-retransfer", action="store_true", help="audit: mark lost replicas bad but trigger no block DAG run"
+    )
     block.add_argument(
         "--airflow-url", help="retransfer: Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)"
     )
@@ -435,6 +631,22 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")
     _add_catalogue_options(quarantine)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    jobs = sub.add_parser("jobs", help="keep-up processing jobs: list, show one, retry Problematic ones")
+    jobs.add_argument("action", choices=("list", "show", "retry"))
+    jobs.add_argument("keys", nargs="*", help="show/retry: job keys")
+    jobs.add_argument("--block", help="list: only this block (YYYYMMDD)")
+    jobs.add_argument("--payload", choices=("raw2rtraw", "rec", "dqm"), help="list: only this payload")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        choices=("submitting", "queued", "running", "held", "retry_wait", "done", "problematic"),
+        help="list: only these states (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=200)
+    jobs.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+    _add_catalogue_options(jobs)
+    jobs.set_defaults(func=cmd_jobs)
     return parser
 
 

@@ -117,6 +117,7 @@ class RawflowCollector(Collector):
         for reason, n in sorted(quarantine_counts(store.engine).items()):
             quarantined.add_metric([reason], n)
         yield quarantined
+        yield from keepup_job_metrics(store)
 
     def _kafka(self) -> Iterator[GaugeMetricFamily]:
         from rawflow.kafka import Topics
@@ -141,6 +142,25 @@ class RawflowCollector(Collector):
         for p in status.partitions:
             lag.add_metric([status.group, p.topic, str(p.partition)], p.lag)
         yield lag
+
+
+def keepup_job_metrics(store: MonitoringStore) -> Iterator[GaugeMetricFamily]:
+    """Keep-up jobs per payload and state (the jobs table lives in the same database)."""
+    import sqlalchemy as sa
+
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.planning import STAGES, JobPhase
+
+    jobs = GaugeMetricFamily(
+        "rawflow_keepup_jobs", "Keep-up processing jobs per payload and state", labels=["payload", "state"]
+    )
+    counts: dict[tuple[str, str], int] = {}
+    if sa.inspect(store.engine).has_table("processing_jobs"):
+        counts = JobStore(store.engine, create=False).counts()
+    for payload in STAGES:  # every series present, zero included, so alerts on rate() see it start
+        for state in JobPhase:
+            jobs.add_metric([payload, state.value], counts.get((payload, state.value), 0))
+    yield jobs
 
 
 def exposition(sources: Sources) -> bytes:

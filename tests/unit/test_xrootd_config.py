@@ -55,6 +55,7 @@ def test_disk_site_config(sites: SitesConfig, tmp_path: Path) -> None:
     assert d["xrootd.chksum"] == ["max 64 adler32"]
     assert set(d["xrd.allow"]) == {"host localhost", "host 127.0.0.1"}
     assert d["ofs.tpc"][0].endswith("pgm /usr/bin/xrdcp --server") and "autorm" in d["ofs.tpc"][0]
+    assert " ttl 60 120 " in d["ofs.tpc"][0]  # a queued TPC helper still finds its authorization under load
     assert d["xrd.protocol"] == ["XrdHttp:2443 libXrdHttp.so"]
     assert d["http.exthandler"] == ["xrdtpc libXrdHttpTPC.so"]
     assert d["xrd.tls"] == [f"{tls.cert} {tls.key}"]

@@ -16,6 +16,8 @@ from rawflow.compute.base import (
     JobSpec,
     JobState,
     JobStatus,
+    stage_in,
+    stage_out,
 )
 from rawflow.errors import ConfigError
 
@@ -49,4 +51,6 @@ __all__ = [
     "JobState",
     "JobStatus",
     "get_compute_backend",
+    "stage_in",
+    "stage_out",
 ]

@@ -1,4 +1,10 @@
-"""Start, readiness-check and stop local daemons by PID, each in its own process group."""
+"""Start, readiness-check and stop local daemons by PID, each in its own process group.
+
+Every daemon started inside :func:`grid_marker` carries ``RAWFLOW_GRID_ID=<id>`` in its environment, and so
+does everything it starts (Airflow task supervisors and their children, the ``xrdcp --server`` TPC helpers
+xrootd spawns), even after they leave the daemon's process group with ``setsid``. :func:`stop_marked` finds
+them through ``/proc/<pid>/environ`` and stops them: ``grid down`` leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +56,121 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+GRID_MARKER = "RAWFLOW_GRID_ID"
+_marker: str | None = None
+
+
+@contextlib.contextmanager
+def grid_marker(grid_id: str) -> Iterator[None]:
+    """Daemons started inside carry ``RAWFLOW_GRID_ID=grid_id`` (this process's own environment is untouched)."""
+    global _marker
+    previous, _marker = _marker, grid_id
+    try:
+        yield
+    finally:
+        _marker = previous
+
+
+def _with_marker(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if _marker is None:
+        return dict(env) if env is not None else None
+    return {**(env if env is not None else os.environ), GRID_MARKER: _marker}
+
+
+def marked_pids(grid_id: str) -> list[int]:
+    """Live processes whose environment carries ``RAWFLOW_GRID_ID=grid_id`` (never this process)."""
+    wanted = f"{GRID_MARKER}={grid_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if wanted in environ.split(b"\0") and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _proc_table() -> dict[int, tuple[int, int, int, str]]:
+    """pid → (ppid, pgid, start time, state) of every process visible in /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] = state, [1] = ppid, [2] = pgrp, [19] = start time (field 22 of stat)
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[19]), fields[0])
+    return table
+
+
+def grid_processes(grid_id: str | None, groups: Iterable[int] = ()) -> dict[int, int]:
+    """pid → start time of every live process of a grid: those carrying its marker, those in its recorded
+    process groups, and every descendant of either (a process that rewrote its environment area with
+    setproctitle, like Airflow's task supervisors, is still found as a descendant)."""
+    table = _proc_table()
+    wanted_groups = set(groups)
+    roots = {pid for pid, (_, pgid, _, state) in table.items() if pgid in wanted_groups and state != "Z"}
+    if grid_id:
+        roots |= set(marked_pids(grid_id))
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found or pid == os.getpid():
+            continue
+        found.add(pid)
+        todo.extend(children.get(pid, ()))
+    return {pid: table[pid][2] for pid in found if pid in table and table[pid][3] != "Z"}
+
+
+def stop_processes(processes: Mapping[int, int], *, timeout: float = 10.0) -> list[int]:
+    """SIGTERM each pid (still the same process: its start time matches), SIGKILL what is left after
+    ``timeout``; returns the pids that were still alive."""
+
+    def alive() -> list[int]:
+        table = _proc_table()
+        return [
+            pid
+            for pid, started in processes.items()
+            if pid in table and table[pid][2] == started and table[pid][3] != "Z" and pid_alive(pid)
+        ]
+
+    live = alive()
+    for pid in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while (left := alive()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sorted(live)
+
+
+def stop_marked(grid_id: str, *, timeout: float = 10.0) -> list[int]:
+    """Stop every process still carrying the grid's marker (or descending from one), in a few passes: a
+    parent may spawn while it dies. Returns the pids stopped."""
+    stopped: set[int] = set()
+    for _ in range(3):
+        processes = grid_processes(grid_id)
+        if not processes:
+            break
+        stopped |= set(stop_processes(processes, timeout=timeout))
+    return sorted(stopped)
+
+
 @dataclass(frozen=True, slots=True)
 class Daemon:
     """A started daemon: its name, PID (= its process group id) and log file."""
@@ -83,7 +204,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env=_with_marker(env),
             cwd=cwd,
             start_new_session=True,
         )

@@ -6,6 +6,7 @@ generated tokens). Every part listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sys
@@ -17,7 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from rawflow.grid.process import Daemon, free_port, pid_alive, port_open, start_daemon, stop_group, tail
+from rawflow.grid.process import (
+    Daemon,
+    free_port,
+    grid_marker,
+    grid_processes,
+    pid_alive,
+    port_open,
+    start_daemon,
+    stop_group,
+    stop_marked,
+    stop_processes,
+    tail,
+)
 from rawflow.sites import default_sites_path, load_sites
 
 if TYPE_CHECKING:
@@ -80,7 +93,8 @@ class GridState:
     def start_site(self, name: str) -> None:
         if self.local_sites is None:
             raise RuntimeError("start_site works in the process that started the grid")
-        daemon = self.local_sites.start_site(name)
+        with self.marker():
+            daemon = self.local_sites.start_site(name)
         self.add(f"xrootd:{name}", daemon, endpoint=self.local_sites.url_prefixes[name])
 
     def start_triggerer(self) -> None:
@@ -93,15 +107,25 @@ class GridState:
         env = airflow_env(
             home=Path(self.values["airflow_home"]), repo=REPO, ports=ports, database_url=self.values["airflow_db"]
         )
-        daemon = start_daemon(
-            "triggerer",
-            [airflow_bin(), "triggerer"],
-            log=self.grid_dir / "triggerer.log",
-            env=env,
-            ready=lambda: port_open(ports.trigger_log),
-            timeout=120,
-        )
+        with self.marker():
+            daemon = start_daemon(
+                "triggerer",
+                [airflow_bin(), "triggerer"],
+                log=self.grid_dir / "triggerer.log",
+                env=env,
+                ready=lambda: port_open(ports.trigger_log),
+                timeout=120,
+            )
         self.add("triggerer", daemon, endpoint=f"127.0.0.1:{ports.trigger_log}")
+
+    @property
+    def grid_id(self) -> str | None:
+        """The marker every process of this grid carries in its environment (``RAWFLOW_GRID_ID``)."""
+        value = self.values.get("grid_id")
+        return str(value) if value else None
+
+    def marker(self) -> contextlib.AbstractContextManager[None]:
+        return grid_marker(self.grid_id) if self.grid_id else contextlib.nullcontext()
 
     def secrets(self) -> dict[str, str]:
         """Tokens generated once per grid (never in code, never printed)."""
@@ -131,12 +155,12 @@ def up(
     postgres: str | None = None,
     api_port: int | None = None,
     transfer_backend: str = "gfal2",
+    condor: bool = True,
+    condor_cpus: int = 4,
     progress: Callable[[str], None] = print,
 ) -> GridState:
-    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL."""
-    from rawflow.grid.broker import start_broker
-    from rawflow.grid.xrootd import start_sites
-
+    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL.
+    ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots."""
     var_dir = (var_dir or default_var_dir()).resolve()
     state = GridState.load(var_dir)
     running = {n for n, c in state.components.items() if pid_alive(int(c["pid"]))}
@@ -148,77 +172,130 @@ def up(
     grid_dir = state.grid_dir
     grid_dir.mkdir(parents=True, exist_ok=True)
     secret = state.secrets()
+    grid_id = secrets.token_hex(8)
+    state.values = {"grid_id": grid_id}  # saved with the first component: `down` can always find its processes
     try:
-        progress("starting xrootd sites")
-        local = start_sites(load_sites(default_sites_path()), _sites_dir(grid_dir))
-        state.local_sites = local
-        for name, daemon in local.daemons.items():
-            state.add(f"xrootd:{name}", daemon, endpoint=local.url_prefixes[name])
-        migrator = local.start_tape_migrator()
-        state.add("tape-migrator", migrator, endpoint="(moves IHEP-TAPE buffer files to the MSS dir)")
-        sites_path = grid_dir / "sites.yaml"
-        sites_path.write_text(yaml.safe_dump(local.sites_config.to_raw(), sort_keys=False))
-
-        progress("starting Kafka-protocol broker (Tansu)")
-        broker = start_broker(grid_dir / "broker")
-        state.add("kafka", broker.daemon, endpoint=broker.bootstrap)
-
-        smtp_port = free_port()
-        smtp = start_daemon(
-            "smtp-sink",
-            [
-                sys.executable,
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                f"127.0.0.1:{smtp_port}",
-                "-c",
-                "aiosmtpd.handlers.Debugging",
-            ],
-            log=grid_dir / "smtp-sink.log",
-            ready=lambda: port_open(smtp_port),
-        )
-        state.add("smtp-sink", smtp, endpoint=f"smtp://127.0.0.1:{smtp_port} (mail lands in {smtp.log})")
-
-        airflow_db = f"sqlite:///{var_dir / 'airflow' / 'airflow.db'}"
-        catalogue_url = f"sqlite:///{grid_dir / 'catalogue.db'}"
-        if postgres:
-            from rawflow.grid.postgres import create_database, start_postgres, with_driver
-
-            if postgres == "private":
-                progress("starting a private Postgres")
-                pg = start_postgres()
-                state.add("postgres", pg.daemon, endpoint=f"127.0.0.1:{pg.port}", data_dir=str(pg.data_dir))
-                admin_url = pg.url
-            else:
-                admin_url = postgres
-            catalogue_url = create_database(admin_url, prefix="rawflow_catalogue")
-            airflow_db = with_driver(create_database(admin_url, prefix="rawflow_airflow"), "postgresql+psycopg2")
-
-        state.values = {
-            "kafka_bootstrap": broker.bootstrap,
-            "catalogue_url": catalogue_url,
-            "storage_token": secret["storage_token"],
-            "x509_cert_dir": local.client_env["X509_CERT_DIR"],
-            "fts3_url": "",
-            "fts3_token": secret["fts3_token"],
-            "smtp_port": smtp_port,
-            "sites_path": str(sites_path),
-            "transfer_backend": transfer_backend,
-            "airflow_db": airflow_db,
-        }
-        # The token is kept in secrets.json only; state.json names the file instead.
-        state.values.pop("storage_token")
-        state.values.pop("fts3_token")
-        state.save()
-        if airflow:
-            _start_airflow(state, airflow_db, api_port, progress)
+        with grid_marker(grid_id):
+            _start_all(
+                state, var_dir, secret, airflow, postgres, api_port, transfer_backend, condor, condor_cpus, progress
+            )
     except BaseException:
         progress("start failed: stopping what was started")
         down(var_dir, progress=progress)
         raise
     return state
+
+
+def _start_condor(state: GridState, cpus: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    from rawflow.grid.condor import default_root, ensure_installed, root_ready, start_pool
+
+    if not root_ready(default_root()):
+        progress(f"installing the HTCondor pool's chroot into {default_root()} (once per machine, ~3 min)")
+        ensure_installed()
+    progress("starting the HTCondor pool")
+    pool = start_pool(state.grid_dir / "condor", num_cpus=cpus)
+    state.add(
+        "condor",
+        Daemon(name="condor", pid=pool.pid, log=str(pool.log)),
+        endpoint=f"{pool.collector} (collector; CONDOR_CONFIG={pool.client_config_path})",
+        state_dir=str(pool.state_dir),
+    )
+    return dict(pool.values())
+
+
+def _start_all(
+    state: GridState,
+    var_dir: Path,
+    secret: dict[str, str],
+    airflow: bool,
+    postgres: str | None,
+    api_port: int | None,
+    transfer_backend: str,
+    condor: bool,
+    condor_cpus: int,
+    progress: Callable[[str], None],
+) -> None:
+    from rawflow.grid.broker import start_broker
+    from rawflow.grid.xrootd import start_sites
+
+    grid_dir = state.grid_dir
+    progress("starting xrootd sites")
+    local = start_sites(load_sites(default_sites_path()), _sites_dir(grid_dir))
+    state.local_sites = local
+    for name, daemon in local.daemons.items():
+        state.add(f"xrootd:{name}", daemon, endpoint=local.url_prefixes[name])
+    migrator = local.start_tape_migrator()
+    state.add("tape-migrator", migrator, endpoint="(moves IHEP-TAPE buffer files to the MSS dir)")
+    sites_path = grid_dir / "sites.yaml"
+    sites_path.write_text(yaml.safe_dump(local.sites_config.to_raw(), sort_keys=False))
+
+    condor_values: dict[str, Any] = {
+        "condor_collector": "",
+        "condor_config": "",
+        "condor_token_dir": "",
+        "condor_state_dir": "",
+        "condor_root": "",
+    }
+    if condor:
+        condor_values = _start_condor(state, condor_cpus, progress)
+
+    progress("starting Kafka-protocol broker (Tansu)")
+    broker = start_broker(grid_dir / "broker")
+    state.add("kafka", broker.daemon, endpoint=broker.bootstrap)
+
+    smtp_port = free_port()
+    smtp = start_daemon(
+        "smtp-sink",
+        [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            f"127.0.0.1:{smtp_port}",
+            "-c",
+            "aiosmtpd.handlers.Debugging",
+        ],
+        log=grid_dir / "smtp-sink.log",
+        ready=lambda: port_open(smtp_port),
+    )
+    state.add("smtp-sink", smtp, endpoint=f"smtp://127.0.0.1:{smtp_port} (mail lands in {smtp.log})")
+
+    airflow_db = f"sqlite:///{var_dir / 'airflow' / 'airflow.db'}"
+    catalogue_url = f"sqlite:///{grid_dir / 'catalogue.db'}"
+    if postgres:
+        from rawflow.grid.postgres import create_database, start_postgres, with_driver
+
+        if postgres == "private":
+            progress("starting a private Postgres")
+            pg = start_postgres()
+            state.add("postgres", pg.daemon, endpoint=f"127.0.0.1:{pg.port}", data_dir=str(pg.data_dir))
+            admin_url = pg.url
+        else:
+            admin_url = postgres
+        catalogue_url = create_database(admin_url, prefix="rawflow_catalogue")
+        airflow_db = with_driver(create_database(admin_url, prefix="rawflow_airflow"), "postgresql+psycopg2")
+
+    state.values = {
+        "grid_id": state.values["grid_id"],
+        "kafka_bootstrap": broker.bootstrap,
+        "catalogue_url": catalogue_url,
+        "storage_token": secret["storage_token"],
+        "x509_cert_dir": local.client_env["X509_CERT_DIR"],
+        "fts3_url": "",
+        "fts3_token": secret["fts3_token"],
+        "smtp_port": smtp_port,
+        "sites_path": str(sites_path),
+        "transfer_backend": transfer_backend,
+        "airflow_db": airflow_db,
+        **condor_values,
+    }
+    # The token is kept in secrets.json only; state.json names the file instead.
+    state.values.pop("storage_token")
+    state.values.pop("fts3_token")
+    state.save()
+    if airflow:
+        _start_airflow(state, airflow_db, api_port, progress)
 
 
 def _sites_dir(grid_dir: Path) -> Path:
@@ -288,16 +365,32 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
 
 
 def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print) -> list[str]:
-    """Stop every recorded part by its process group; returns the names stopped."""
+    """Stop every recorded part by its process group, then every process still carrying the grid's marker
+    (task processes and TPC helpers that left their group); returns the names stopped."""
     state = GridState.load((var_dir or default_var_dir()).resolve())
     stopped = []
+    # Everything the grid started, taken before any parent dies (an orphan loses its ancestry).
+    processes = grid_processes(state.grid_id, [int(c["pid"]) for c in state.components.values()])
     # Airflow first (it talks to the others), then the rest in reverse start order.
     names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
     for name in names:
         pid = int(state.components[name]["pid"])
+        if name == "condor":
+            # The pool stops as a whole: daemons, starters and jobs in its mount namespace.
+            from rawflow.grid.condor import stop_pool
+
+            if stop_pool(Path(state.components[name]["state_dir"])):
+                stopped.append(name)
+                progress(f"stopped {name} (pid {pid})")
+            continue
         if stop_group(pid):
             stopped.append(name)
             progress(f"stopped {name} (pid {pid})")
+    strays = stop_processes(processes)
+    if state.grid_id:
+        strays = sorted(set(strays) | set(stop_marked(state.grid_id)))
+    if strays:
+        progress(f"stopped {len(strays)} stray process(es) of the grid outside its groups: {strays}")
     state.components = {}
     state.save()
     return stopped

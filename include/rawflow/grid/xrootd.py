@@ -36,6 +36,7 @@ XROOTD_BIN = "/usr/bin/xrootd"
 XRDCP_BIN = "/usr/bin/xrdcp"
 SERVICE_USER = "xrootd"  # xrootd refuses to run as root; the Debian package makes this user
 TPC_SLOTS = 40  # concurrent third-party copies a server accepts (above gfal2's parallel copies)
+TPC_TTL, TPC_TTL_MAX = 60, 120  # seconds a source keeps a third-party copy's authorization
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +154,11 @@ def render_config(layout: SiteLayout, tls: TlsFiles | None) -> str:
         # Up to 64 checksum jobs at once: with the default few, a batch of Tier-0 checks gets "job resources
         # currently not available" and a 30 s client wait.
         "xrootd.chksum max 64 adler32",
-        # Third-party copy: the destination server pulls from the source with xrdcp.
-        f"ofs.tpc autorm xfr {TPC_SLOTS} pgm {XRDCP_BIN} --server",
+        # Third-party copy: the destination server pulls from the source with xrdcp. The source keeps a copy's
+        # authorization for `ttl` seconds (xrootd's default: 7, at most 15) until the destination comes to
+        # read; on a loaded machine the destination's queued `xrdcp --server` came later than that ("[3010]
+        # tpc authorization expired"), so the local sites allow a minute (two at most).
+        f"ofs.tpc autorm ttl {TPC_TTL} {TPC_TTL_MAX} xfr {TPC_SLOTS} pgm {XRDCP_BIN} --server",
     ]
     if layout.tape:
         lines.append(f"ofs.preplib libXrdOfsPrepGPI.so -admit all -run {layout.prep_script}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
@@ -55,3 +55,10 @@ def get_timeseries(
 @router.get("/kafka", summary="Receiver consumer lag per partition, broker reachability, quarantine counts")
 def get_kafka(request: Request, _user: Reader) -> schemas.KafkaOut:
     return data.kafka(_sources(request))
+
+
+@router.get("/processing", summary="Keep-up processing per block and run: files converted, jobs by state, DQM")
+def get_processing(
+    request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
+) -> dict[str, Any]:
+    return data.processing(_sources(request), days)

@@ -7,7 +7,7 @@ from typing import Any
 
 from rawflow.catalogue.base import parse_block_name, utc_now
 from rawflow.kafka import Topics
-from rawflow.monitoring import SiteCell, drill_down_from_catalogue, kafka_status, quarantine_counts
+from rawflow.monitoring import MonitoringStore, SiteCell, drill_down_from_catalogue, kafka_status, quarantine_counts
 from rawflow_airflow.ui import schemas
 from rawflow_airflow.ui.sources import BLOCK_DAGS, Sources, block_runs
 
@@ -75,6 +75,7 @@ def block(sources: Sources, name: str, *, problems_only: bool, limit: int, offse
         finally:
             catalogue.close()
     return schemas.BlockOut(
+        audits=_audits(store, view.block),
         block=view.block,
         data_type=view.data_type,
         block_id=view.block_id,
@@ -160,3 +161,20 @@ def kafka(sources: Sources) -> schemas.KafkaOut:
         ],
         **common,
     )
+
+
+def _audits(store: MonitoringStore, block: str) -> dict[str, schemas.SiteAuditOut]:
+    """The block's latest destination audits, from the ``site_audits`` table beside the monitoring tables."""
+    from rawflow.ops.audit import AuditStore
+
+    return {
+        site: schemas.SiteAuditOut(**{k: v for k, v in row.items() if k != "block"})
+        for site, row in AuditStore(store.engine).latest(block).items()
+    }
+
+
+def processing(sources: Sources, days: int) -> dict[str, Any]:
+    """Keep-up processing per block and run (see rawflow.processing.status)."""
+    from rawflow.processing.status import processing_status
+
+    return processing_status(sources.store().engine, days=days).to_dict()

@@ -82,3 +82,10 @@ def charts_page(
 @router.get("/kafka", response_class=HTMLResponse)
 def kafka_page(request: Request, _user: Reader) -> HTMLResponse:
     return _render(request, "kafka.html", kafka=data.kafka(_sources(request)))
+
+
+@router.get("/processing", response_class=HTMLResponse)
+def processing_page(
+    request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
+) -> HTMLResponse:
+    return _render(request, "processing.html", status=data.processing(_sources(request), days), days=days)

@@ -52,6 +52,23 @@ class FileOut(BaseModel):
     replicas: dict[str, ReplicaOut]
 
 
+class SiteAuditOut(BaseModel):
+    """The latest consistency audit of the block at one site (dark/lost lists capped; counts complete)."""
+
+    site: str
+    listed: int
+    expected: int
+    good: int
+    dark_count: int
+    lost_count: int
+    unchecked: int
+    marked_bad: int
+    dark: list[str]
+    lost: dict[str, str]
+    checked_at: datetime
+    error: str | None
+
+
 class BlockOut(BaseModel):
     block: str
     data_type: str
@@ -64,6 +81,7 @@ class BlockOut(BaseModel):
     sites: list[str]
     status: dict[str, SiteCellOut]
     files: list[FileOut]
+    audits: dict[str, SiteAuditOut] = {}
 
 
 class SeriesPointOut(BaseModel):

@@ -1,0 +1,261 @@
+"""Bench: one block through the real DAG path, side by side with plain tools copying the same files.
+
+    .venv/bin/python bench/bench_block.py [--files 300] [--kib 4] [--parallel 20] [--baseline streamed|tpc]
+                                          [--timeout 3600] [--json out.json] [--keep]
+
+Everything is real and local: `rawflow grid up` (airflow standalone with the receiver and block DAGs, Tansu,
+the five loopback xrootd sites, the tape emulation). N files of S KiB are written into the Tier-0 for a past
+receiving day (untimed), then:
+
+- registration: the N announcements published → the block holds N files (receiver DAG, full Tier-0 checks);
+- the block DAG run for that day (4 targets): replicas/s per site from the run's start to the moment the site's
+  last replica is good (validated, or archived for the tape site), and end to end (first announcement → run
+  finished);
+- task-log bytes per file: every task log of the receiver and block DAGs written during the phase, / N;
+- baseline, in the same run on the same servers: for each destination, the same file list copied by one
+  ``xrdcp --parallel P --cksum adler32:source`` (streamed by default; ``--baseline tpc``: ``--tpc only``), the four
+  destinations at once, into a separate directory. Replicas/s per site and overall.
+
+Exit status: 0 when both paths copied every file (the figures are reported, not judged), 1 on a real failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "include"))
+
+from rawflow.airflow_api import AirflowAPI  # noqa: E402
+from rawflow.announcer import Announcer, SyntheticFile  # noqa: E402
+from rawflow.catalogue import get_catalogue  # noqa: E402
+from rawflow.catalogue.base import ReplicaState  # noqa: E402
+from rawflow.grid import stack  # noqa: E402
+from rawflow.kafka import KafkaSettings  # noqa: E402
+from rawflow.naming import DataType, block_id_for  # noqa: E402
+from rawflow.planning import targets  # noqa: E402
+from rawflow.receiver import make_producer  # noqa: E402
+from rawflow.sites import SitesConfig, load_sites  # noqa: E402
+from rawflow.storage import get_storage  # noqa: E402
+
+BLOCK_DAG = "rawflow_block_raw"
+GOOD = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+
+
+class BenchFailure(Exception):
+    """A real failure: a copy lost, a run failed, a wait ran out."""
+
+
+def wait_for(what: str, timeout: float, predicate: Any, poll: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+def log_bytes(airflow_home: Path, since: float) -> int:
+    """Bytes of the receiver and block DAG task logs written since ``since`` (epoch seconds)."""
+    total = 0
+    for dag_id in ("rawflow_receiver", BLOCK_DAG):
+        for path in (airflow_home / "logs" / f"dag_id={dag_id}").rglob("*.log"):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if st.st_mtime >= since:
+                total += st.st_size
+    return total
+
+
+class Bench:
+    def __init__(self, state: stack.GridState, files: int, kib: int, day: date) -> None:
+        self.state = state
+        values = state.values
+        password = json.loads(Path(values["airflow_password_file"]).read_text())[values["airflow_user"]]
+        self.api = AirflowAPI(values["airflow_url"], values["airflow_user"], password)
+        self.sites: SitesConfig = load_sites(values["sites_path"])
+        self.storage = get_storage("gfal2", bearer_token=state.secrets()["storage_token"])
+        self.day = day
+        self.block_id = block_id_for(day)
+        producer = make_producer(KafkaSettings(bootstrap=str(values["kafka_bootstrap"])))
+        self.announcer = Announcer(self.storage, self.sites.tier0, producer)
+        self.files: list[SyntheticFile] = self.announcer.make_files(files, day=day, sizes=(kib * 1024, kib * 1024))
+        self.targets = [s.name for s in targets(self.sites)]
+
+    def catalogue_counts(self) -> tuple[int, dict[str, tuple[int, int]]]:
+        """(files in the block, site → (good replicas, assigned))."""
+        catalogue = get_catalogue(str(self.state.values["catalogue_url"]))
+        try:
+            block = catalogue.get_block(DataType.RAW, self.block_id)
+            summary = catalogue.block_summary(DataType.RAW, self.block_id) if block else {}
+        finally:
+            catalogue.close()
+        files = block.files if block else 0
+        counts = {}
+        for site in self.targets:
+            states = summary.get(site, {})
+            good = sum(n for state, n in states.items() if state in GOOD)
+            counts[site] = (good, self.assigned(site))
+        return files, counts
+
+    def assigned(self, site: str) -> int:
+        s = self.sites[site]
+        return sum(1 for f in self.files if s.archive or s.keeps(f.lfn))
+
+    def rawflow(self, timeout: float) -> dict[str, Any]:
+        since = time.time()
+        started = time.monotonic()
+        self.announcer.announce(self.files)
+        wait_for("registration", timeout, lambda: self.catalogue_counts()[0] >= len(self.files), poll=0.5)
+        registered = time.monotonic() - started
+        run_id = self.api.trigger(BLOCK_DAG, logical_date=f"{self.day}T00:00:00Z")
+        run_started = time.monotonic()
+        done_at: dict[str, float] = {}
+
+        def all_sites_done() -> bool:
+            _, counts = self.catalogue_counts()
+            now = time.monotonic()
+            for site, (good, assigned) in counts.items():
+                if site not in done_at and good >= assigned:
+                    done_at[site] = now
+            return len(done_at) == len(self.targets)
+
+        wait_for("every site's replicas", timeout, all_sites_done, poll=1.0)
+        state = self.api.wait_runs(BLOCK_DAG, [run_id], timeout=timeout)[run_id]
+        end_to_end = time.monotonic() - started
+        if state != "success":
+            raise BenchFailure(f"block DAG run {run_id} ended {state}")
+        home = Path(self.state.values["airflow_home"])
+        per_site = {
+            site: {"replicas": self.assigned(site), "seconds": done_at[site] - run_started} for site in self.targets
+        }
+        return {
+            "registration_s": registered,
+            "registration_files_per_s": len(self.files) / registered,
+            "sites": per_site,
+            "replication_s": max(v["seconds"] for v in per_site.values()),
+            "end_to_end_s": end_to_end,
+            "log_bytes_per_file": log_bytes(home, since) / len(self.files),
+            "run_id": run_id,
+        }
+
+    def baseline(self, parallel: int, mode: str) -> dict[str, Any]:
+        """The same copies with plain xrdcp: one process per destination over that site's file list, all at once."""
+        local = self.state.local_sites
+        assert local is not None
+        env = {**os.environ, "X509_CERT_DIR": str(self.state.values["x509_cert_dir"])}
+        source = local.layouts[self.sites.tier0.name].door("root")
+        stamp = datetime.now(UTC).strftime("%H%M%S")
+
+        def copy(site: str) -> tuple[str, float]:
+            lfns = [f.lfn for f in self.files if self.sites[site].archive or self.sites[site].keeps(f.lfn)]
+            door = local.layouts[site].door("root")
+            directory = f"/bench-baseline-{stamp}/{site}"
+            self.storage.mkdir_p(f"{door}{directory}")
+            sources = [f"{source}{lfn}" for lfn in lfns]
+            argv = ["xrdcp", "--silent", "--force", "--parallel", str(parallel), "--cksum", "adler32:source"]
+            if mode == "tpc":
+                argv += ["--tpc", "only"]
+            started = time.monotonic()
+            done = subprocess.run([*argv, *sources, f"{door}{directory}/"], capture_output=True, text=True, env=env)
+            seconds = time.monotonic() - started
+            if done.returncode != 0:
+                raise BenchFailure(f"xrdcp to {site} failed ({done.returncode}): {done.stderr.strip()[-600:]}")
+            listed = self.storage.listdir(f"{door}{directory}")
+            if len(listed) != len(lfns):
+                raise BenchFailure(f"xrdcp to {site}: {len(listed)} of {len(lfns)} files arrived")
+            return site, seconds
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(self.targets)) as pool:
+            results = dict(pool.map(copy, self.targets))
+        total = time.monotonic() - started
+        return {
+            "mode": mode,
+            "sites": {site: {"replicas": self.assigned(site), "seconds": s} for site, s in results.items()},
+            "replication_s": total,
+        }
+
+
+def render(files: int, kib: int, rawflow: dict[str, Any], baseline: dict[str, Any]) -> str:
+    lines = [
+        f"block of {files} × {kib} KiB; registration {rawflow['registration_s']:.1f} s "
+        f"({rawflow['registration_files_per_s']:.0f} files/s); end to end {rawflow['end_to_end_s']:.1f} s; "
+        f"task logs {rawflow['log_bytes_per_file']:.0f} bytes/file",
+        f"{'site':<14} {'replicas':>8} {'rawflow s':>10} {'rawflow /s':>11} {'xrdcp s':>9} {'xrdcp /s':>9} {'ratio':>6}",
+    ]
+    total_r = total_b = 0
+    for site, r in rawflow["sites"].items():
+        b = baseline["sites"][site]
+        rate_r = r["replicas"] / max(r["seconds"], 1e-9)
+        rate_b = b["replicas"] / max(b["seconds"], 1e-9)
+        total_r += r["replicas"]
+        total_b += b["replicas"]
+        lines.append(
+            f"{site:<14} {r['replicas']:>8} {r['seconds']:>10.1f} {rate_r:>11.1f} {b['seconds']:>9.1f} "
+            f"{rate_b:>9.1f} {rate_r / rate_b:>6.2f}"
+        )
+    all_r = total_r / rawflow["replication_s"]
+    all_b = total_b / baseline["replication_s"]
+    lines.append(
+        f"{'all sites':<14} {total_r:>8} {rawflow['replication_s']:>10.1f} {all_r:>11.1f} "
+        f"{baseline['replication_s']:>9.1f} {all_b:>9.1f} {all_r / all_b:>6.2f}"
+    )
+    lines.append(
+        f"(baseline: xrdcp --parallel, {baseline['mode']}, one process per destination, all at once; rawflow: "
+        "block DAG run start → site's last replica good, tape = archived)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--files", type=int, default=300, help="files in the block (default 300; a day: 14400)")
+    parser.add_argument("--kib", type=int, default=4, help="file size in KiB (default 4; large: 65536)")
+    parser.add_argument("--parallel", type=int, default=20, help="xrdcp --parallel for the baseline")
+    parser.add_argument("--baseline", choices=("streamed", "tpc"), default="streamed")
+    parser.add_argument("--timeout", type=float, default=3600, help="bound on every wait, seconds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the grid's state directory (logs) afterwards")
+    args = parser.parse_args(argv)
+
+    var = Path(tempfile.mkdtemp(prefix="rawflow-bench-block-"))
+    os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
+    try:
+        state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line, flush=True))
+        os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
+        bench = Bench(state, args.files, args.kib, datetime.now(UTC).date() - timedelta(days=5))
+        for dag_id in ("rawflow_receiver", BLOCK_DAG):
+            bench.api.unpause(dag_id)
+        print(f"writing {args.files} files into the Tier-0 (untimed)", flush=True)
+        bench.announcer.write(bench.files)
+        rawflow = bench.rawflow(args.timeout)
+        baseline = bench.baseline(args.parallel, args.baseline)
+        print(render(args.files, args.kib, rawflow, baseline))
+        if args.json:
+            args.json.write_text(json.dumps({"rawflow": rawflow, "baseline": baseline}, indent=2))
+        return 0
+    except BenchFailure as exc:
+        print(f"bench_block: FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.down(var, progress=lambda line: print("grid:", line, flush=True))
+        if not args.keep:
+            shutil.rmtree(var, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

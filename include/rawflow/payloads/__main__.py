@@ -1,0 +1,5 @@
+import sys
+
+from rawflow.payloads.cli import main
+
+sys.exit(main())
