@@ -34,7 +34,7 @@ lint:
 	$(VENV)/bin/ruff format --check .
 
 typecheck:
-	$(VENV)/bin/mypy include/rawflow
+	$(VENV)/bin/mypy include/rawflow plugins dags
 
 unit:
 	$(PY) -m pytest tests/unit -q

@@ -2,6 +2,9 @@
 # Install everything Rawflow needs on Debian 12 (root, no Docker). Idempotent: a second run only checks.
 #   scripts/setup.sh           runtime + test tools
 #   RAWFLOW_WITH_RUCIO=1 ...   also the Rucio server venv the catalogue tests start
+#   RAWFLOW_WITH_CONDOR=1 ...  also the local HTCondor pool's chroot (always with RAWFLOW_SETUP_TESTS=1;
+#                              `rawflow grid up` installs it on first use otherwise)
+#   RAWFLOW_WITH_DIRAC=1 ...   also the DIRAC client venv (default with RAWFLOW_SETUP_TESTS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -48,5 +51,12 @@ ln -sf /usr/lib/python3/dist-packages/gfal2.cpython-311-x86_64-linux-gnu.so "$si
 
 if [ "${RAWFLOW_WITH_RUCIO:-0}" = 1 ]; then
   scripts/setup-rucio.sh
+fi
+if [ "${RAWFLOW_WITH_CONDOR:-0}" = 1 ] || [ "${RAWFLOW_SETUP_TESTS:-0}" = 1 ]; then
+  RAWFLOW_VENV="$VENV" scripts/setup-condor.sh
+fi
+# The DIRAC client venv (the dirac compute backend; tests run its local execution and WMS path).
+if [ "${RAWFLOW_WITH_DIRAC:-${RAWFLOW_SETUP_TESTS:-0}}" = 1 ]; then
+  scripts/setup-dirac.sh
 fi
 echo "setup: ok ($VENV)"

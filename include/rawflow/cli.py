@@ -1,6 +1,6 @@
 """The ``rawflow`` command: the local grid and operations.
 
-rawflow grid up [--no-airflow] [--postgres private|URL] [--api-port N]
+rawflow grid up [--no-airflow] [--no-condor] [--condor-cpus N] [--postgres private|URL] [--api-port N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
@@ -10,6 +10,7 @@ rawflow block reconcile ID [--type RAW] [--json]     (register files on the Tier
 rawflow block audit ID [--site SE] [--type RAW] [--json] [--no-retransfer]   (dark and lost files at the sites)
 rawflow file show LFN|PATH|FILE-NAME
 rawflow quarantine list [--reason R] [--limit N] | replay ID [ID ...] [--topic T]
+rawflow jobs list [--block D] [--payload P] [--state S] | show KEY | retry KEY [KEY ...]   (keep-up jobs)
 
 Output: tables fit the terminal (``--wide``: never narrowed); ``--json`` gives JSON, errors included.
 Exit codes: 0 success; 1 not found or the operation failed (a block not in the catalogue, a storage or broker
@@ -174,7 +175,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     var_dir = Path(args.var).resolve() if args.var else None
     if args.action == "up":
-        state = stack.up(var_dir, airflow=not args.no_airflow, postgres=args.postgres, api_port=args.api_port)
+        state = stack.up(
+            var_dir,
+            airflow=not args.no_airflow,
+            postgres=args.postgres,
+            api_port=args.api_port,
+            condor=not args.no_condor,
+            condor_cpus=args.condor_cpus,
+        )
         print(f"grid up: {len(state.components)} processes; state in {state.state_file}")
         return 0
     if args.action == "down":
@@ -786,6 +794,217 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true", help="do not fit tables to the terminal width")
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Keep-up jobs from the jobs table (in the catalogue's database)."""
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.keepup import retry_jobs
+    from rawflow.processing.planning import JobPhase
+
+    store = JobStore(args.jobs_db or _catalogue_url(args))
+    try:
+        if args.action == "retry":
+            if not args.keys:
+                raise RawflowError(
+                    "jobs retry: name at least one job KEY (see `rawflow jobs list --state problematic`)"
+                )
+            reset = retry_jobs(store, args.keys)
+            skipped = sorted(set(args.keys) - set(reset))
+            if args.json:
+                print(json.dumps({"reset": reset, "not_problematic_or_unknown": skipped}, indent=2))
+            else:
+                print(f"reset {len(reset)} job(s); the next keep-up round resubmits them")
+                for key in skipped:
+                    print(f"  not Problematic or unknown, left alone: {key}")
+            return 0 if reset or not skipped else 1
+        if args.action == "show":
+            if len(args.keys) != 1:
+                raise RawflowError("jobs show: name exactly one job KEY")
+            record = store.get(args.keys).get(args.keys[0])
+            if record is None:
+                raise RawflowError(f"no job with key {args.keys[0]!r}")
+            if args.json:
+                print(json.dumps({**record.to_dict(), "summary": record.summary}, indent=2))
+                return 0
+            for name, value in record.to_dict().items():
+                if isinstance(value, list):
+                    value = "\n  ".join(["", *value]) if value else "-"
+                print(f"{name:>16}: {value if value not in (None, '') else '-'}")
+            return 0
+        states = [JobPhase(s) for s in args.state] if args.state else None
+        records = store.list_jobs(block_id=args.block, payload=args.payload, states=states, limit=args.limit)
+        if args.json:
+            print(json.dumps([r.to_dict() for r in records], indent=2))
+            return 0
+        _print_table(
+            f"keep-up jobs ({len(records)} shown)",
+            ("key", "payload", "block", "run", "state", "attempts", "backend id", "exit", "reason", "updated"),
+            [
+                (
+                    r.key,
+                    r.payload,
+                    r.block_id,
+                    r.run,
+                    r.state.value,
+                    r.attempts,
+                    r.backend_id or "",
+                    "" if r.exit_code is None else r.exit_code,
+                    (r.reason or r.hold_reason or "")[:80],
+                    f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for r in records
+            ],
+        )
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_campaign_check(args: argparse.Namespace) -> int:
+    """``rawflow campaign check FILE...``: one line per file, ok or its mistake; exit 2 if any is wrong."""
+    from rawflow.processing.campaigns import CampaignError, load_campaign
+
+    known_sites = list(_sites(args).sites)
+    failed = 0
+    for path in args.files:
+        try:
+            campaign = load_campaign(path, known_sites=known_sites)
+        except CampaignError as exc:
+            print(f"rawflow: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        steps = " → ".join(s.payload for s in campaign.steps)
+        print(f"{path}: ok: {campaign.kind} {campaign.name!r} ({steps}, {campaign.backend}, {campaign.dag_id})")
+    return 2 if failed else 0
+
+
+def _campaigns_folder(args: argparse.Namespace) -> str:
+    import os
+
+    return str(args.folder or os.environ.get("RAWFLOW_CAMPAIGNS_DIR") or Path.cwd() / "config" / "campaigns")
+
+
+def cmd_campaign_status(args: argparse.Namespace) -> int:
+    """``rawflow campaign list`` (the ProdSys table) and ``rawflow campaign status NAME`` (one campaign)."""
+    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.processing.jobs import JobStore
+
+    store = JobStore(args.jobs_db or _catalogue_url(args))
+    try:
+        rows = campaigns_overview(_campaigns_folder(args), store)
+    finally:
+        store.close()
+    if getattr(args, "user", None):  # analyses are kept as <user>.<name>.yaml
+        rows = [r for r in rows if str(r.get("file", "")).startswith(f"{args.user}.")]
+    if args.campaign_action == "status":
+        rows = [r for r in rows if r["name"] in args.names]
+        missing = set(args.names) - {r["name"] for r in rows}
+        if missing:
+            raise RawflowError(f"no campaign named {', '.join(sorted(missing))!r} in {_campaigns_folder(args)}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = []
+    for r in rows:
+        jobs = " ".join(f"{k}={v}" for k, v in sorted((r.get("jobs") or {}).items()))
+        table.append(
+            [
+                r["id"],
+                r["status"],
+                r.get("kind", ""),
+                r["name"],
+                r.get("files", ""),
+                f"{r['processed_pct']}%" if "processed_pct" in r else "",
+                jobs,
+                len(r.get("failures") or []),
+            ]
+        )
+    _print_table("campaigns", ["ID", "Status", "Type", "Name", "Files", "Processed", "Jobs", "Failures"], table)
+    for r in rows:
+        if r.get("error"):
+            print(f"  {r['file']}: {r['error']}")
+        if args.campaign_action == "status":
+            for failure in r.get("failures") or []:
+                print(f"  {failure['key']}: {failure['reason']!r}")
+    return 0
+
+
+def _analyses_folder() -> Path:
+    import os
+
+    from rawflow.grid.stack import default_var_dir
+
+    configured = os.environ.get("RAWFLOW_ANALYSES_DIR")
+    return Path(configured) if configured else Path(default_var_dir()) / "analyses"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``rawflow submit analysis.yaml``: validate, keep a copy in the analyses folder, trigger rawflow_analysis."""
+    import shutil
+
+    from rawflow.processing.campaigns import CampaignError, load_campaign
+
+    analysis = load_campaign(args.file)
+    if analysis.kind != "analysis":
+        raise CampaignError(args.file, "kind", analysis.kind, "rawflow submit takes kind: analysis")
+    folder = _analyses_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / f"{analysis.user}.{analysis.name}.yaml"
+    text = Path(args.file).read_text()
+    if kept.exists() and kept.read_text() != text:
+        raise CampaignError(
+            args.file, "name", analysis.name, f"already submitted with other content ({kept}): rename it"
+        )
+    if not kept.exists():
+        tmp = kept.with_suffix(".tmp")
+        shutil.copyfile(args.file, tmp)
+        tmp.replace(kept)
+    conn = "rawflow_compute" if analysis.backend == "htcondor" else "rawflow_compute_dirac"
+    run_id = _airflow_api(args).trigger(
+        "rawflow_analysis", logical_date=None, conf={"steering_path": str(kept), "compute_conn_id": conn}
+    )
+    print(f"submitted {analysis.name!r} for {analysis.user}: rawflow_analysis run {run_id} ({kept})")
+    return 0
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    """``rawflow analysis list|status NAME``: the submitted analyses' table (the campaigns view of the folder)."""
+    args.folder = str(_analyses_folder())
+    args.campaign_action = args.analysis_action
+    return cmd_campaign_status(args)
+
+
+def _add_campaign_parser(sub: Any) -> None:
+    submit = sub.add_parser("submit", help="submit a user analysis steering file (kind: analysis)")
+    submit.add_argument("file")
+    submit.add_argument("--airflow-url", help="Airflow API URL (default: $RAWFLOW_AIRFLOW_URL or the grid's)")
+    submit.set_defaults(func=cmd_submit)
+    analysis = sub.add_parser("analysis", help="submitted user analyses: list, status")
+    analysis_actions = analysis.add_subparsers(dest="analysis_action", required=True)
+    for action in ("list", "status"):
+        view = analysis_actions.add_parser(action)
+        if action == "status":
+            view.add_argument("names", nargs="+")
+        view.add_argument("--user", help="only this user's analyses")
+        view.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+        _add_catalogue_options(view)
+        view.set_defaults(func=cmd_analysis)
+
+    campaign = sub.add_parser("campaign", help="production campaigns and analyses from steering files")
+    actions = campaign.add_subparsers(dest="campaign_action", required=True)
+    check = actions.add_parser("check", help="validate steering files (one line per mistake)")
+    check.add_argument("files", nargs="+")
+    check.add_argument("--sites", help="sites file to check site names against (default: $RAWFLOW_SITES or the grid's)")
+    check.set_defaults(func=cmd_campaign_check)
+    for action, help_text in (("list", "the ProdSys table of every campaign"), ("status", "campaigns by name")):
+        view = actions.add_parser(action, help=help_text)
+        if action == "status":
+            view.add_argument("names", nargs="+")
+        view.add_argument("--folder", help="campaigns folder (default: $RAWFLOW_CAMPAIGNS_DIR or config/campaigns)")
+        view.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+        _add_catalogue_options(view)
+        view.set_defaults(func=cmd_campaign_status)
+
+
 def _add_catalogue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", help="catalogue URL (default: $RAWFLOW_CATALOGUE_URL or the local grid's)")
     parser.add_argument("--sites", help="sites file (default: $RAWFLOW_SITES or the local grid's)")
@@ -832,6 +1051,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("action", choices=("up", "down", "status"))
     grid.add_argument("--var", help="state directory (default: $RAWFLOW_VAR or ./var)")
     grid.add_argument("--no-airflow", action="store_true", help="start only the middleware")
+    grid.add_argument("--no-condor", action="store_true", help="do not start the local HTCondor pool")
+    grid.add_argument("--condor-cpus", type=int, default=4, help="slots of the local HTCondor pool (default 4)")
     grid.add_argument("--postgres", help="'private' (start one) or a server URL; default: SQLite")
     grid.add_argument("--api-port", type=int, default=8080, help="Airflow UI/API port if free (default 8080)")
     _add_output_options(grid)
@@ -914,6 +1135,23 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--quarantine", help="quarantine database URL (default: the catalogue's)")
     _add_catalogue_options(quarantine)
     quarantine.set_defaults(func=cmd_quarantine)
+
+    jobs = sub.add_parser("jobs", help="keep-up processing jobs: list, show one, retry Problematic ones")
+    jobs.add_argument("action", choices=("list", "show", "retry"))
+    jobs.add_argument("keys", nargs="*", help="show/retry: job keys")
+    jobs.add_argument("--block", help="list: only this block (YYYYMMDD)")
+    jobs.add_argument("--payload", choices=("raw2rtraw", "rec", "dqm"), help="list: only this payload")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        choices=("submitting", "queued", "running", "held", "retry_wait", "done", "problematic"),
+        help="list: only these states (repeatable)",
+    )
+    jobs.add_argument("--limit", type=int, default=200)
+    jobs.add_argument("--jobs-db", help="jobs database URL (default: the catalogue's)")
+    _add_catalogue_options(jobs)
+    jobs.set_defaults(func=cmd_jobs)
+    _add_campaign_parser(sub)
     return parser
 
 

@@ -88,6 +88,32 @@ def wait_processed(state: stack.GridState, day_id: str, timeout: float) -> bool:
         catalogue.close()
 
 
+def wait_keepup(state: stack.GridState, day_id: str, timeout: float) -> bool:
+    """Wait until keep-up made RTRAW and ESD for every RAW file of the day (or gave up on some), then print the
+    processing status (the Processing page's numbers)."""
+    from rawflow.monitoring import MonitoringStore
+    from rawflow.processing.status import format_status, processing_status
+
+    store = MonitoringStore(str(state.values["catalogue_url"]))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            status = processing_status(store.engine, days=1)
+            runs = [r for r in status.runs if r.block_id == day_id]
+            raw = sum(r.raw for r in runs)
+            rtraw, esd = sum(r.rtraw for r in runs), sum(r.esd for r in runs)
+            gave_up = sum(1 for f in status.failures if f["block_id"] == day_id and f["state"] == "problematic")
+            print(f"\rdemo: keep-up of {day_id}: RTRAW {rtraw}/{raw}, ESD {esd}/{raw}, problematic {gave_up}", end="")
+            done = raw > 0 and rtraw + gave_up >= raw and esd >= rtraw
+            if done or time.monotonic() > deadline:
+                print()
+                print(format_status(status))
+                return done
+            time.sleep(3)
+    finally:
+        store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rawflow.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=int(os.environ.get("RAWFLOW_DEMO_FILES", "120")))
@@ -99,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     url, user = str(state.values["airflow_url"]), str(state.values["airflow_user"])
     password = json.loads(Path(state.values["airflow_password_file"]).read_text())[user]
     api = AirflowAPI(url, user, password)
-    for dag_id in ("rawflow_receiver", "rawflow_block_raw"):
+    # Keep-up needs the grid's HTCondor pool (its Connection); without one the demo shows replication only.
+    keepup = bool(state.values.get("condor_config"))
+    dag_ids = ["rawflow_receiver", "rawflow_block_raw"]
+    if keepup:
+        dag_ids += ["rawflow_keepup", "rawflow_block_rtraw"]
+    for dag_id in dag_ids:
         for _ in range(60):
             try:
                 api.unpause(dag_id)
@@ -115,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     lfns = announce_day(state, args.files, day_id)
     registered = wait_registered(state, day_id, len(lfns), timeout=180)
     replicated = wait_processed(state, day_id, timeout=float(os.environ.get("RAWFLOW_DEMO_WAIT", "300")))
+    processed = True
+    if keepup:
+        processed = wait_keepup(state, day_id, timeout=float(os.environ.get("RAWFLOW_DEMO_KEEPUP_WAIT", "600")))
+    else:
+        print("demo: no HTCondor pool in this grid: keep-up processing not shown")
     from rawflow.cli import main as cli
 
     os.environ["RAWFLOW_CATALOGUE_URL"] = str(state.values["catalogue_url"])
@@ -132,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
     )
-    return 0 if registered >= len(lfns) and replicated else 1
+    return 0 if registered >= len(lfns) and replicated and processed else 1
 
 
 if __name__ == "__main__":

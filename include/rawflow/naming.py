@@ -1,7 +1,9 @@
 """The raw-data naming scheme: file names, paths, logical file names and block ids.
 
 File name: ``Daq.RunNumber.StreamType.StreamName.FileTag.FileTime.FileSequence.dat``
-Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW) and ``/<root>/juno/rtraw/YYYY/mmdd/<file>`` (RTRAW).
+Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW), ``/<root>/juno/rtraw/YYYY/mmdd/<file>`` (RTRAW) and
+``/<root>/juno/esd/YYYY/mmdd/<file>`` (ESD). Processing derives a RAW file's RTRAW and ESD names from its stem
+(:func:`derived_lfn`): the same day directory, the same seven fields, another extension.
 
 The logical file name (LFN) is the path from ``/juno/`` on, the same at every site; a site's physical
 URL is its URL prefix followed by the LFN. The block id is the receiving day, ``YYYYMMDD``, taken from
@@ -30,6 +32,7 @@ MAX_NAME_LENGTH = 255
 class DataType(enum.StrEnum):
     RAW = "RAW"
     RTRAW = "RTRAW"
+    ESD = "ESD"  # reconstructed events (keep-up processing output)
 
     @property
     def directory(self) -> str:
@@ -37,7 +40,7 @@ class DataType(enum.StrEnum):
 
     @property
     def extension(self) -> str:
-        return ".dat" if self is DataType.RAW else ".rtraw"
+        return _EXTENSIONS[self]
 
     @classmethod
     def parse(cls, value: object) -> DataType:
@@ -50,6 +53,11 @@ class DataType(enum.StrEnum):
                 pass
         raise InvalidNameError("Type", value, f"must be one of {', '.join(t.value for t in cls)}")
 
+
+_EXTENSIONS = {DataType.RAW: ".dat", DataType.RTRAW: ".rtraw", DataType.ESD: ".esd"}
+
+DERIVATION: dict[DataType, DataType] = {DataType.RTRAW: DataType.RAW, DataType.ESD: DataType.RTRAW}
+"""The processing chain: each derived type and the type it is made from (RAW → RTRAW → ESD)."""
 
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 _FIELD_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = (
@@ -90,7 +98,7 @@ class RawFileName:
                 stem = name[: -len(data_type.extension)]
                 break
         else:
-            raise InvalidNameError("FileName", name, "must end with .dat (RAW) or .rtraw (RTRAW)")
+            raise InvalidNameError("FileName", name, "must end with .dat (RAW), .rtraw (RTRAW) or .esd (ESD)")
         fields = stem.split(".")
         if len(fields) != len(_FIELD_PATTERNS):
             raise InvalidNameError(
@@ -225,12 +233,12 @@ class RawFilePath:
         if posixpath.normpath(path) != path:
             raise InvalidNameError("FilePath", path, "is not in normal form")
         if len(parts) < 5 or parts[-5] != EXPERIMENT:
-            raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw>/YYYY/mmdd/<file>")
+            raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw|esd>/YYYY/mmdd/<file>")
         type_dir, year, mmdd, name = parts[-4], parts[-3], parts[-2], parts[-1]
         try:
             data_type = DataType(type_dir.upper())
         except ValueError:
-            raise InvalidNameError("FilePath", path, f"data directory {type_dir!r} is not raw or rtraw") from None
+            raise InvalidNameError("FilePath", path, f"data directory {type_dir!r} is not raw, rtraw or esd") from None
         if type_dir != data_type.directory:
             raise InvalidNameError("FilePath", path, f"data directory must be lower-case {data_type.directory!r}")
         if not re.fullmatch(r"[0-9]{4}", year) or not re.fullmatch(r"[0-9]{4}", mmdd):
@@ -244,8 +252,20 @@ class RawFilePath:
 
 
 def lfn_for(data_type: DataType, received: date, file_name: str) -> str:
-    """The logical file name: ``/juno/<raw|rtraw>/YYYY/mmdd/<file>``."""
+    """The logical file name: ``/juno/<raw|rtraw|esd>/YYYY/mmdd/<file>``."""
     return f"/{EXPERIMENT}/{data_type.directory}/{received:%Y}/{received:%m%d}/{file_name}"
+
+
+def derived_lfn(lfn: str, data_type: DataType) -> str:
+    """The LFN of the ``data_type`` file processing makes from ``lfn`` (RAW → RTRAW → ESD): same day, same stem.
+
+    ``/juno/raw/2025/1101/X.dat`` → ``/juno/rtraw/2025/1101/X.rtraw`` → ``/juno/esd/2025/1101/X.esd``."""
+    parsed = parse_lfn(lfn)
+    source = DERIVATION.get(data_type)
+    if source is None or parsed.data_type is not source:
+        raise InvalidNameError("LFN", lfn, f"a {parsed.data_type.value} file does not make {data_type.value}")
+    stem = parsed.file.name[: -len(parsed.data_type.extension)]
+    return lfn_for(data_type, parsed.received, stem + data_type.extension)
 
 
 def block_directory_lfn(data_type: DataType, block_id: str) -> str:

@@ -9,12 +9,16 @@ the reason) after it, and for the tape site ARCHIVED once the tape endpoint repo
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rawflow import planning
@@ -27,7 +31,8 @@ from rawflow.planning import BlockPlan, Chunk, ChunkKind, ChunkLimits, PlannedFi
 from rawflow.sites import SitesConfig
 from rawflow.storage.base import Storage
 from rawflow.transfer.base import FileState, JobStatus, TransferFile, TransferJob, Transfertool
-from rawflow.validation import MISSING, SiteProgress, block_progress, check_replica
+from rawflow.validation import MISSING, SiteProgress, block_progress, check_replica, site_progress
+from rawflow.verify import site_reachable, verify_site
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +436,315 @@ def poll_archive(
     return result
 
 
+# -- one round of one site: the unit the block operator runs -------------------------------------------------
+
+
+class RoundOutcome(enum.StrEnum):
+    DONE = "done"  # the block is closed and nothing is pending: the site is finished
+    PROBLEMATIC = "problematic"  # closed, nothing pending, some files gave up: fail with the reasons
+    WAIT = "wait"  # sleep until the block changes or ``wake_at``
+    WAIT_FTS = "wait_fts"  # sleep until the submitted FTS jobs are over, then collect them
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSettings:
+    """What a site's rounds need to know besides the clients. ``close_at``: None never closes (tools, tests)."""
+
+    site: str
+    data_type: DataType
+    block_id: str
+    close_at: datetime | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    multihop: bool = False
+    limits: ChunkLimits | None = None
+    recheck_seconds: float = 30.0
+    archive_poll_seconds: float = 5.0
+    chunk_parallel: int = 4  # a site's chunks copied at the same time
+
+    @property
+    def block(self) -> str:
+        return f"{self.data_type.value}-{self.block_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What the round found and what the caller should do next."""
+
+    outcome: RoundOutcome
+    progress: SiteProgress
+    bytes_at_site: int
+    totals: Mapping[str, Any]
+    known_files: int
+    known_open: bool
+    wake_at: datetime | None = None
+    submitted: tuple[SubmittedChunk, ...] = ()
+    chunks: tuple[ChunkResult, ...] = ()
+    message: str = ""
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [j for sub in self.submitted for j in sub.job_ids]
+
+    def summary(self, block: str, max_reasons: int = 20) -> dict[str, Any]:
+        summary: dict[str, Any] = {**self.progress.to_dict(), **self.totals, "block": block}
+        summary["reasons"] = dict(list(self.progress.reasons.items())[:max_reasons])
+        summary["bytes_at_site"] = self.bytes_at_site
+        return summary
+
+
+ProgressSink = Callable[[SiteProgress, int], None]
+
+
+def site_snapshot(
+    catalogue: Catalogue, sites: SitesConfig, data_type: DataType, block_id: str, site: str, retry: RetryPolicy
+) -> tuple[SiteProgress, int]:
+    """The site's progress and the bytes it holds (validated or archived), straight from the catalogue."""
+    files = catalogue.files_in_block(data_type, block_id)
+    replicas = catalogue.replica_states(block=(data_type, block_id), site=site)
+    progress = site_progress(sites[site], files, replicas, retry)
+    held = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+    sizes = {f.lfn: f.size for f in files}
+    at_site = sum(
+        sizes.get(lfn, 0) for lfn, by_site in replicas.items() if site in by_site and by_site[site].state in held
+    )
+    return progress, at_site
+
+
+def _new_totals(totals: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
+    fresh: dict[str, Any] = {"rounds": 0, "copied": 0, "skipped": 0, "bytes": 0, "failed": 0}
+    fresh.update(totals or {})
+    fresh.setdefault("started_at", now.isoformat())
+    fresh["rounds"] += 1
+    return fresh
+
+
+def _chunk_done(totals: dict[str, Any], publish: Callable[[], object], result: ChunkResult) -> None:
+    _count(result, totals)
+    publish()
+
+
+def _count(result: ChunkResult, totals: dict[str, Any]) -> None:
+    totals["copied"] += result.copied
+    totals["skipped"] += result.skipped
+    totals["bytes"] += result.bytes
+    totals["failed"] += len(result.failed)
+    for lfn, reason in list(result.failed.items())[:5]:
+        log.warning("%r → %s failed: %s", lfn, result.site, reason)
+
+
+def run_site_round(
+    settings: RoundSettings,
+    *,
+    catalogue: Catalogue,
+    sites: SitesConfig,
+    storage: Storage,
+    transfertool: Callable[[], Transfertool],
+    totals: Mapping[str, Any] | None = None,
+    submitted: Sequence[SubmittedChunk] | None = None,
+    record: ProgressSink | None = None,
+    reconcile: Callable[[], object] | None = None,
+    now: datetime | None = None,
+) -> RoundResult:
+    """One replication round of a block at one site: close check, plan, reachability probe, copy (or FTS
+    submit / collect), archive poll, verification after close. Progress goes to ``record`` after the plan and
+    after every chunk, so what shifters see is never more than one chunk behind the catalogue.
+
+    ``transfertool`` is called only when there is something to copy. ``submitted``: FTS chunks of the
+    previous round whose jobs are over (collect and validate them instead of planning new copies).
+    ``reconcile``: registers files the Tier-0 holds but the catalogue lacks; run before the block closes.
+    """
+    now = now or utc_now()
+    totals_now = _new_totals(totals, now)
+    site = sites[settings.site]
+    kind = settings.data_type
+    lock = threading.Lock()
+
+    def publish() -> tuple[SiteProgress, int]:
+        progress, held = site_snapshot(catalogue, sites, kind, settings.block_id, site.name, settings.retry)
+        if record is not None:
+            with lock:
+                try:
+                    record(progress, held)
+                except Exception as exc:  # monitoring never fails a transfer
+                    log.warning("could not record progress of %s at %s: %s", settings.block, site.name, exc)
+        return progress, held
+
+    block = catalogue.get_block(kind, settings.block_id)
+    due = settings.close_at is not None and now >= settings.close_at
+    if block is not None and block.is_open and due:
+        if reconcile is not None:
+            # Announcements the broker lost are registered before the block closes, never after.
+            reconcile()
+        catalogue.close_block(kind, settings.block_id)
+        log.info("block %s closed (end of day + grace passed)", settings.block)
+        block = catalogue.get_block(kind, settings.block_id)
+    # A block nobody registered a file into by its closing time is empty and closed.
+    closed = (block is not None and not block.is_open) or (block is None and due)
+
+    plan = plan_block(
+        catalogue,
+        sites,
+        kind,
+        settings.block_id,
+        only=[site.name],
+        multihop=settings.multihop,
+        retry=settings.retry,
+        limits=settings.limits,
+        now=now,
+    )
+    site_plan = plan.site(site.name)
+    publish()  # before copying: the files just planned show as pending at once
+    reachable, why = site_reachable(storage, site) if site_plan.chunks or submitted else (True, None)
+    results: list[ChunkResult] = []
+    if submitted is not None:
+        tool = transfertool()
+        for sub in submitted:
+            result = collect_chunk(sub, catalogue=catalogue, transfertool=tool)
+            if result is None:  # the trigger saw them finish; a job still running here is a backend bug
+                raise TransientError(f"chunk {sub.chunk.key}: FTS3 jobs {list(sub.job_ids)} not finished")
+            validate_chunk(sub.chunk, catalogue=catalogue, sites=sites, storage=storage)
+            _count(result, totals_now)
+            results.append(result)
+            publish()
+    elif not reachable:
+        # An outage is waited out; it must not use up the files' transfer attempts.
+        log.warning("%s unreachable, %d files wait: %s", site.name, site_plan.planned, why)
+    elif site_plan.chunks:
+        tool = transfertool()
+        log.info(
+            "round %d: %d chunks, %d files to %s via %s",
+            totals_now["rounds"],
+            len(site_plan.chunks),
+            site_plan.planned,
+            site.name,
+            tool.name,
+        )
+        if tool.name == "fts3":
+            jobs = [
+                submit_chunk(c, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage)
+                for c in site_plan.chunks
+            ]
+            if any(sub.job_ids for sub in jobs):
+                progress, held = publish()
+                return RoundResult(
+                    RoundOutcome.WAIT_FTS,
+                    progress,
+                    held,
+                    totals_now,
+                    block.files if block is not None else 0,
+                    block.is_open if block is not None else True,
+                    submitted=tuple(jobs),
+                )
+            for sub in jobs:  # every destination was already right: nothing to wait for
+                collected = collect_chunk(sub, catalogue=catalogue, transfertool=tool)
+                if collected is not None:
+                    _count(collected, totals_now)
+        else:
+            results = _copy_chunks(
+                site_plan.chunks,
+                catalogue=catalogue,
+                sites=sites,
+                storage=storage,
+                transfertool=tool,
+                parallel=settings.chunk_parallel,
+                done=functools.partial(_chunk_done, totals_now, publish),
+            )
+    if site.archive:
+        polled = poll_archive(
+            catalogue=catalogue, sites=sites, storage=storage, data_type=kind, block_id=settings.block_id
+        )
+        if polled.archived:
+            log.info("%d files confirmed on tape", len(polled.archived))
+    progress, held = site_snapshot(catalogue, sites, kind, settings.block_id, site.name, settings.retry)
+    if closed and reachable and progress.pending == 0 and not site.archive and not totals_now.get("verified"):
+        # Once closed, check the good replicas this task did not just copy and check: a file damaged on disk
+        # since its validation becomes BAD here and is retransferred by the following rounds.
+        verified = verify_site(
+            catalogue,
+            storage,
+            site,
+            kind,
+            settings.block_id,
+            validated_before=datetime.fromisoformat(str(totals_now["started_at"])),
+        )
+        totals_now["verified"] = verified.unreachable == 0
+        if verified.bad:
+            log.warning("%d replicas at %s failed verification: %s", len(verified.bad), site.name, verified.bad)
+    progress, held = publish()
+    block = catalogue.get_block(kind, settings.block_id)
+    known_files = block.files if block is not None else 0
+    known_open = block.is_open if block is not None else True
+    if closed and progress.pending == 0:
+        if progress.problematic:
+            reasons = "; ".join(f"{lfn}: {why}" for lfn, why in list(progress.reasons.items())[:10])
+            message = (
+                f"{settings.block} at {site.name} is Problematic: {progress.problematic} of {progress.assigned} "
+                f"files failed after {settings.retry.max_attempts} attempts — {reasons}"
+            )
+            return RoundResult(
+                RoundOutcome.PROBLEMATIC,
+                progress,
+                held,
+                totals_now,
+                known_files,
+                known_open,
+                chunks=tuple(results),
+                message=message,
+            )
+        return RoundResult(
+            RoundOutcome.DONE, progress, held, totals_now, known_files, known_open, chunks=tuple(results)
+        )
+    # Not finished: sleep until something can change. New files or the block closing wake it at once; pending
+    # files (backoff, hops, tape migration) are looked at again after a while — bad replicas become eligible
+    # again after the retransfer backoff, so look no later than that.
+    recheck = min(settings.recheck_seconds, settings.retry.backoff.total_seconds())
+    wait = timedelta(seconds=settings.archive_poll_seconds if site.archive else max(recheck, 0.0))
+    later = utc_now()
+    wake_at = later + wait if progress.pending or settings.close_at is None else settings.close_at
+    if not closed and settings.close_at is not None:
+        wake_at = min(wake_at, settings.close_at)
+    return RoundResult(
+        RoundOutcome.WAIT, progress, held, totals_now, known_files, known_open, wake_at=wake_at, chunks=tuple(results)
+    )
+
+
+def _copy_chunks(
+    chunks: Sequence[Chunk],
+    *,
+    catalogue: Catalogue,
+    sites: SitesConfig,
+    storage: Storage,
+    transfertool: Transfertool,
+    parallel: int,
+    done: Callable[[ChunkResult], object],
+) -> list[ChunkResult]:
+    """Copy a site's chunks, ``parallel`` at a time; ``done`` runs as each chunk completes.
+
+    A backend that verifies every copy against the catalogue's size and adler32 (the gfal2 engine) has already
+    checksummed the replica at its destination: its FINISHED files are VALIDATED without asking again.
+    """
+    verifies = bool(getattr(transfertool, "verifies_against_catalogue", False))
+
+    def one(chunk: Chunk) -> ChunkResult:
+        result = replicate_chunk(chunk, catalogue=catalogue, sites=sites, transfertool=transfertool, storage=storage)
+        if not verifies:
+            validate_chunk(chunk, catalogue=catalogue, sites=sites, storage=storage)
+        return result
+
+    results: list[ChunkResult] = []
+    if parallel <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            results.append(one(chunk))
+            done(results[-1])
+        return results
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="chunk") as pool:
+        futures = [pool.submit(one, chunk) for chunk in chunks]
+        for future in as_completed(futures):
+            results.append(future.result())
+            done(results[-1])
+    return results
+
+
 # -- a whole block, for tools and tests ----------------------------------------------------------------------
 
 
@@ -448,32 +762,47 @@ def run_block(
     retry: RetryPolicy | None = None,
     limits: ChunkLimits | None = None,
     rounds: int = 4,
-    read_back: bool = False,
+    chunk_parallel: int = 4,
+    record: Callable[[str, SiteProgress, int], None] | None = None,
 ) -> list[ChunkResult]:
-    """Plan → replicate → validate, round after round, until nothing is left to plan (routed sites are fed
-    in a later round, once their hop holds validated replicas). The Airflow DAG runs the same units."""
+    """The block operator's rounds without Airflow: every target site (or ``only``) round after round (the
+    block left open) until no round copies anything — routed sites are fed once their hop holds validated
+    replicas. The same :func:`run_site_round` the DAG runs."""
+    kind = DataType.parse(data_type)
+    targets = list(only) if only is not None else [s.name for s in sites.destinations]
+    if only is None and archive:
+        targets.append(sites.archive.name)
     results: list[ChunkResult] = []
-    only_list = list(only) if only is not None else None
+    totals: dict[str, Mapping[str, Any]] = {}
     for _ in range(rounds):
-        plan = plan_block(
-            catalogue,
-            sites,
-            data_type,
-            block_id,
-            multihop=multihop,
-            archive=archive,
-            only=only_list,
-            retry=retry,
-            limits=limits,
-        )
-        if not plan.chunks:
-            break
-        for chunk in plan.chunks:
-            results.append(
-                replicate_chunk(chunk, catalogue=catalogue, sites=sites, transfertool=transfertool, storage=storage)
+        moved = False
+        for name in targets:
+            settings = RoundSettings(
+                site=name,
+                data_type=kind,
+                block_id=block_id,
+                retry=retry or RetryPolicy(),
+                multihop=multihop,
+                limits=limits,
+                chunk_parallel=chunk_parallel,
             )
-        for chunk in plan.chunks:
-            validate_chunk(chunk, catalogue=catalogue, sites=sites, storage=storage, read_back=read_back)
+            sink: ProgressSink | None = None
+            if record is not None:
+                sink = functools.partial(record, name)
+            outcome = run_site_round(
+                settings,
+                catalogue=catalogue,
+                sites=sites,
+                storage=storage,
+                transfertool=lambda: transfertool,
+                totals=totals.get(name),
+                record=sink,
+            )
+            totals[name] = outcome.totals
+            results.extend(outcome.chunks)
+            moved = moved or bool(outcome.chunks)
+        if not moved:
+            break
     return results
 
 

@@ -1,5 +1,9 @@
 """Site policy: every storage element, its role, share, routes and checksum, in one validated file.
 
+Per data type, a ``policies:`` section may give its own destination shares and whether it is archived to tape
+(e.g. ESD, which keep-up processing makes, goes to fewer sites and not to tape); a type without a policy (RAW,
+RTRAW today) follows the sites' own ``share`` and is archived.
+
 ``load_sites(path)`` returns a :class:`SitesConfig` or raises :class:`~rawflow.errors.ConfigError`
 whose one-line message names the file, the field and the offending value.
 """
@@ -24,6 +28,8 @@ SUPPORTED_SCHEMES = ("root", "davs", "https", "file", "mock")
 SUPPORTED_CHECKSUMS = ("adler32",)
 _SITE_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]*")
 _SITE_KEYS = {"role", "tier0", "archive", "url_prefix", "share", "via"}
+_POLICY_KEYS = {"shares", "archive"}
+_TOP_KEYS = ("checksum", "timezone", "sites", "policies")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +66,22 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class DataPolicy:
+    """Where one data type goes: its destination shares (site → fraction) and whether it is archived."""
+
+    data_type: str
+    shares: Mapping[str, Fraction] = field(default_factory=dict)
+    archive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SitesConfig:
     checksum: str
     sites: Mapping[str, Site] = field(default_factory=dict)
     source: str = "<sites>"
     # The receiving day's time zone (IANA name): a block is a calendar day there.
     timezone: str = "UTC"
+    policies: Mapping[str, DataPolicy] = field(default_factory=dict)
 
     @property
     def tier0(self) -> Site:
@@ -78,6 +94,19 @@ class SitesConfig:
     @property
     def destinations(self) -> list[Site]:
         return [s for s in self.sites.values() if s.is_destination]
+
+    def policy(self, data_type: str) -> DataPolicy:
+        """The policy of ``data_type`` (``RAW``, ``RTRAW``, ``ESD``): its own section, else the sites' shares."""
+        key = str(data_type).upper()
+        if key in self.policies:
+            return self.policies[key]
+        shares = {s.name: s.share for s in self.sites.values() if s.is_destination}
+        return DataPolicy(data_type=key, shares=shares, archive=True)
+
+    def destinations_for(self, data_type: str) -> list[Site]:
+        """The destination sites of ``data_type``, each with that type's share (so ``keeps`` applies it)."""
+        shares = self.policy(data_type).shares
+        return [replace(s, share=shares[s.name]) for s in self.sites.values() if shares.get(s.name, 0) > 0]
 
     def __getitem__(self, name: str) -> Site:
         try:
@@ -93,12 +122,23 @@ class SitesConfig:
     def with_url_prefixes(self, prefixes: Mapping[str, str]) -> SitesConfig:
         """The same policy with some sites' URL prefixes replaced (the local grid's loopback servers)."""
         sites = {n: replace(s, url_prefix=prefixes.get(n, s.url_prefix)) for n, s in self.sites.items()}
-        return validate_sites(
-            {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(sites)}, source=self.source
-        )
+        raw: dict[str, Any] = {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(sites)}
+        if self.policies:
+            raw["policies"] = _policies_raw(self.policies)
+        return validate_sites(raw, source=self.source)
 
     def to_raw(self) -> dict[str, Any]:
-        return {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(self.sites)}
+        raw: dict[str, Any] = {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(self.sites)}
+        if self.policies:
+            raw["policies"] = _policies_raw(self.policies)
+        return raw
+
+
+def _policies_raw(policies: Mapping[str, DataPolicy]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"archive": p.archive, "shares": {site: str(share) for site, share in p.shares.items()}}
+        for name, p in policies.items()
+    }
 
 
 def _as_raw(sites: Mapping[str, Site]) -> dict[str, dict[str, Any]]:
@@ -117,8 +157,8 @@ def _as_raw(sites: Mapping[str, Site]) -> dict[str, dict[str, Any]]:
     return raw
 
 
-def _parse_share(source: str, name: str, value: object) -> Fraction:
-    field_name = f"sites.{name}.share"
+def _parse_share(source: str, name: str, value: object, field_name: str | None = None) -> Fraction:
+    field_name = field_name or f"sites.{name}.share"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(source, field_name, value, "expected a number or a fraction such as '1/3'")
     try:
@@ -184,10 +224,10 @@ def _parse_site(source: str, name: object, raw: object) -> Site:
 def validate_sites(raw: object, *, source: str = "<sites>") -> SitesConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(source, "<top>", raw, "expected a mapping with 'checksum' and 'sites'")
-    unknown = set(raw) - {"checksum", "timezone", "sites"}
+    unknown = set(raw) - set(_TOP_KEYS)
     if unknown:
         key = sorted(unknown)[0]
-        raise ConfigError(source, key, raw[key], "unknown top-level setting; allowed: checksum, timezone, sites")
+        raise ConfigError(source, key, raw[key], f"unknown top-level setting; allowed: {', '.join(_TOP_KEYS)}")
     timezone = raw.get("timezone", "UTC")
     try:
         if not isinstance(timezone, str):
@@ -207,7 +247,50 @@ def validate_sites(raw: object, *, source: str = "<sites>") -> SitesConfig:
     _check_roles(source, sites.values())
     for site in sites.values():
         _check_route(source, site, sites)
-    return SitesConfig(checksum=checksum, sites=sites, source=source, timezone=timezone)
+    policies = _parse_policies(source, raw.get("policies", {}), sites)
+    return SitesConfig(checksum=checksum, sites=sites, source=source, policies=policies, timezone=timezone)
+
+
+def _parse_policies(source: str, raw: object, sites: Mapping[str, Site]) -> dict[str, DataPolicy]:
+    # Imported here: naming is the one place that knows the data types.
+    from rawflow.naming import DataType
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "policies", raw, "expected a mapping of data type (e.g. ESD) to its policy")
+    policies: dict[str, DataPolicy] = {}
+    for data_type, body in raw.items():
+        where = f"policies.{data_type}"
+        if not isinstance(data_type, str) or data_type not in {t.value for t in DataType}:
+            raise ConfigError(source, "policies", data_type, f"unknown data type; known: {', '.join(DataType)}")
+        if not isinstance(body, Mapping):
+            raise ConfigError(source, where, body, "expected a mapping with 'shares' and 'archive'")
+        unknown = set(body) - _POLICY_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(source, f"{where}.{key}", body[key], f"unknown setting; allowed: {sorted(_POLICY_KEYS)}")
+        archive = body.get("archive", True)
+        if not isinstance(archive, bool):
+            raise ConfigError(source, f"{where}.archive", archive, "must be true or false")
+        raw_shares = body.get("shares", {})
+        if not isinstance(raw_shares, Mapping):
+            raise ConfigError(source, f"{where}.shares", raw_shares, "expected a mapping of site name to share")
+        shares: dict[str, Fraction] = {}
+        for name, value in raw_shares.items():
+            field_name = f"{where}.shares.{name}"
+            site = sites.get(name)
+            if site is None:
+                raise ConfigError(source, field_name, name, f"unknown site; known: {', '.join(sites)}")
+            if site.role != "disk" or site.tier0:
+                raise ConfigError(source, field_name, name, "a destination must be a disk site other than the tier0")
+            shares[name] = _parse_share(source, name, value, field_name)
+        for name, share in shares.items():
+            for hop in sites[name].via:
+                if shares.get(hop, Fraction(0)) < share:
+                    raise ConfigError(
+                        source, f"{where}.shares.{name}", str(share), f"its route hop {hop} keeps less of {data_type}"
+                    )
+        policies[data_type] = DataPolicy(data_type=data_type, shares=shares, archive=archive)
+    return policies
 
 
 def _check_roles(source: str, sites: Iterable[Site]) -> None:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from rawflow.catalogue.base import Catalogue, ReplicaState
 from rawflow.errors import StorageNotFoundError, TransientStorageError
@@ -50,12 +51,20 @@ def verify_site(
     *,
     parallel: int = 8,
     states: Iterable[ReplicaState] = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED),
+    validated_before: datetime | None = None,
 ) -> VerifyReport:
-    """Check every replica at ``site`` of the block whose catalogue state is one of ``states``."""
+    """Check every replica at ``site`` of the block whose catalogue state is one of ``states``.
+
+    ``validated_before``: skip replicas whose state changed at or after it (the copy that validated them has
+    just checksummed them; a replica is checksummed at its destination once per run)."""
     wanted = set(states)
     replicas = catalogue.replica_states(block=(data_type, block_id), site=site.name)
     lfns = sorted(
-        lfn for lfn, by_site in replicas.items() if site.name in by_site and by_site[site.name].state in wanted
+        lfn
+        for lfn, by_site in replicas.items()
+        if site.name in by_site
+        and by_site[site.name].state in wanted
+        and (validated_before is None or by_site[site.name].updated_at < validated_before)
     )
     records = catalogue.get_files(lfns)
     report = VerifyReport(site=site.name)

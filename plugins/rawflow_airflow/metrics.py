@@ -117,6 +117,8 @@ class RawflowCollector(Collector):
         for reason, n in sorted(quarantine_counts(store.engine).items()):
             quarantined.add_metric([reason], n)
         yield quarantined
+        yield from keepup_job_metrics(store)
+        yield from campaign_metrics(store)
 
     def _kafka(self) -> Iterator[GaugeMetricFamily]:
         from rawflow.kafka import Topics
@@ -141,6 +143,49 @@ class RawflowCollector(Collector):
         for p in status.partitions:
             lag.add_metric([status.group, p.topic, str(p.partition)], p.lag)
         yield lag
+
+
+def keepup_job_metrics(store: MonitoringStore) -> Iterator[GaugeMetricFamily]:
+    """Keep-up jobs per payload and state (the jobs table lives in the same database)."""
+    import sqlalchemy as sa
+
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.planning import STAGES, JobPhase
+
+    jobs = GaugeMetricFamily(
+        "rawflow_keepup_jobs", "Keep-up processing jobs per payload and state", labels=["payload", "state"]
+    )
+    counts: dict[tuple[str, str], int] = {}
+    if sa.inspect(store.engine).has_table("processing_jobs"):
+        counts = JobStore(store.engine, create=False).counts()
+    for payload in STAGES:  # every series present, zero included, so alerts on rate() see it start
+        for state in JobPhase:
+            jobs.add_metric([payload, state.value], counts.get((payload, state.value), 0))
+    yield jobs
+
+
+def campaign_metrics(store: MonitoringStore, folder: str | None = None) -> Iterator[GaugeMetricFamily]:
+    """Per campaign: jobs by state and the fraction of input files processed (the ProdSys table's columns)."""
+    import sqlalchemy as sa
+
+    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.processing.jobs import JobStore
+    from rawflow.processing.planning import JobPhase
+    from rawflow_airflow.ui.data import campaigns_folder
+
+    jobs = GaugeMetricFamily("rawflow_campaign_jobs", "Campaign jobs per state", labels=["campaign", "state"])
+    processed = GaugeMetricFamily(
+        "rawflow_campaign_processed_ratio", "Input files processed / input files so far", labels=["campaign"]
+    )
+    if sa.inspect(store.engine).has_table("processing_jobs"):
+        for row in campaigns_overview(folder or campaigns_folder(), JobStore(store.engine, create=False)):
+            if row["status"] == "Invalid":
+                continue
+            for state in JobPhase:
+                jobs.add_metric([row["name"], state.value], row["jobs"].get(state.value, 0))
+            processed.add_metric([row["name"]], row["processed_pct"] / 100.0)
+    yield jobs
+    yield processed
 
 
 def exposition(sources: Sources) -> bytes:

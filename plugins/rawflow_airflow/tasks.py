@@ -70,3 +70,32 @@ def _key(data_type: str, block_id: str) -> tuple[Any, str]:
     from rawflow.naming import DataType
 
     return DataType.parse(data_type), block_id
+
+
+def keepup_blocks(
+    triggering_asset_events: Any = None,
+    requested: list[str] | None = None,
+    catalogue_conn_id: str = "rawflow_catalogue",
+    days: int = 3,
+) -> list[str]:
+    """The RAW blocks a keep-up run works on: ``conf.blocks`` if given, else the blocks whose registrations
+    triggered it (``rawflow://blocks/RAW-YYYYMMDD``), else (the periodic catch-up) the last ``days`` days'."""
+    from rawflow.processing.keepup import catch_up_blocks
+    from rawflow.processing.planning import blocks_from_asset_uris
+    from rawflow_airflow.hooks.catalogue import CatalogueHook
+
+    if requested:
+        return blocks_from_asset_uris(f"rawflow://blocks/RAW-{b}" for b in requested)
+    uris: list[str] = []
+    for asset, events in dict(triggering_asset_events or {}).items():
+        uris.append(str(getattr(asset, "uri", asset)))
+        for event in events or []:
+            uris.append(str(getattr(getattr(event, "asset", None), "uri", "")))
+    found = blocks_from_asset_uris(uris)
+    if found:
+        return found
+    catalogue = CatalogueHook(catalogue_conn_id).get_conn()
+    try:
+        return catch_up_blocks(catalogue, days=days)
+    finally:
+        catalogue.close()

@@ -13,9 +13,10 @@ from rawflow.catalogue import (
     FileRecord,
     ReplicaState,
     UnknownMetadataKeyError,
+    UnknownParentError,
 )
 from rawflow.errors import InvalidNameError, PermanentError
-from rawflow.naming import DataType, RawFileName, lfn_for, parse_block_id
+from rawflow.naming import DataType, RawFileName, derived_lfn, lfn_for, parse_block_id
 
 DAY1, DAY2, DAY3 = "20251101", "20251102", "20251201"
 
@@ -52,6 +53,21 @@ def make_record(
         run_number=run,
         stream=stream,
         received_at=datetime(day.year, day.month, day.day, 6, 30, tzinfo=UTC) + timedelta(seconds=seq),
+    )
+
+
+def derived_record(parent: FileRecord, data_type: DataType, *, adler32: str = "0badcafe") -> FileRecord:
+    """The file processing makes from ``parent`` (RTRAW from RAW, ESD from RTRAW): same day, run and stream."""
+    lfn = derived_lfn(parent.lfn, data_type)
+    return FileRecord(
+        lfn=lfn,
+        size=parent.size * 2,
+        adler32=adler32,
+        data_type=data_type,
+        block_id=parent.block_id,
+        run_number=parent.run_number,
+        stream=parent.stream,
+        received_at=parent.received_at + timedelta(minutes=5),
     )
 
 
@@ -310,6 +326,65 @@ class CatalogueContract:
                 catalogue.register_files([good, too_long], site="IHEP")
         assert catalogue.get_file(good.lfn) is None
         assert catalogue.get_block(DataType.RAW, DAY1) is None
+
+    def test_lineage_raw_rtraw_esd_queryable_both_ways(self, catalogue: Catalogue) -> None:
+        raws = [make_record(i) for i in range(4)]
+        catalogue.register_files(raws, site="T0")
+        assert [f.lfn for f in catalogue.files_without_children(DataType.RAW, DAY1, DataType.RTRAW)] == lfns(raws)
+        rtraws = [derived_record(r, DataType.RTRAW) for r in raws[:3]]
+        result = catalogue.register_files(
+            rtraws, site="T0", parents={c.lfn: [p.lfn] for c, p in zip(rtraws, raws[:3], strict=True)}
+        )
+        assert sorted(result.added) == lfns(rtraws)
+        esd = derived_record(rtraws[0], DataType.ESD)
+        catalogue.register_files([esd], site="T0", parents={esd.lfn: [rtraws[0].lfn]})
+        # Both ways, with and without a type filter.
+        assert catalogue.children([raws[0].lfn, raws[3].lfn]) == {raws[0].lfn: [rtraws[0].lfn]}
+        assert catalogue.children([rtraws[0].lfn], DataType.ESD) == {rtraws[0].lfn: [esd.lfn]}
+        assert catalogue.children([rtraws[0].lfn], DataType.RTRAW) == {}
+        assert catalogue.parents([esd.lfn, rtraws[1].lfn, raws[0].lfn]) == {
+            esd.lfn: [rtraws[0].lfn],
+            rtraws[1].lfn: [raws[1].lfn],
+        }
+        # The keep-up's question: which RAW files of the day have no RTRAW yet; which RTRAW no ESD.
+        assert [f.lfn for f in catalogue.files_without_children(DataType.RAW, DAY1, DataType.RTRAW)] == [raws[3].lfn]
+        assert [f.lfn for f in catalogue.files_without_children(DataType.RTRAW, DAY1, DataType.ESD)] == lfns(rtraws[1:])
+        assert catalogue.files_without_children(DataType.RAW, DAY2, DataType.RTRAW) == []
+        assert catalogue.get_file(esd.lfn) is not None
+        assert catalogue.get_file(esd.lfn).data_type is DataType.ESD  # type: ignore[union-attr]
+        assert catalogue.query_files(Block=DAY1, Type="ESD") == [esd.lfn]
+
+    def test_lineage_registration_is_idempotent(self, catalogue: Catalogue) -> None:
+        raw = make_record(1)
+        catalogue.register_files([raw], site="T0")
+        rtraw = derived_record(raw, DataType.RTRAW)
+        # Registered without lineage first (a crash between steps), then again with it: the link is added once.
+        catalogue.register_files([rtraw], site="T0")
+        for _ in range(2):
+            again = catalogue.register_files([rtraw], site="T0", parents={rtraw.lfn: [raw.lfn]})
+            assert again.existing == [rtraw.lfn]
+        assert catalogue.parents([rtraw.lfn]) == {rtraw.lfn: [raw.lfn]}
+        assert catalogue.children([raw.lfn]) == {raw.lfn: [rtraw.lfn]}
+
+    def test_lineage_parent_in_the_same_call(self, catalogue: Catalogue) -> None:
+        raw = make_record(2)
+        rtraw = derived_record(raw, DataType.RTRAW)
+        catalogue.register_files([raw, rtraw], site="T0", parents={rtraw.lfn: [raw.lfn]})
+        assert catalogue.parents([rtraw.lfn]) == {rtraw.lfn: [raw.lfn]}
+
+    def test_bad_lineage_is_refused_before_any_write(self, catalogue: Catalogue) -> None:
+        raw = make_record(3)
+        rtraw = derived_record(raw, DataType.RTRAW)
+        with pytest.raises(UnknownParentError, match="not in the catalogue"):
+            catalogue.register_files([rtraw], site="T0", parents={rtraw.lfn: [raw.lfn]})
+        assert catalogue.get_file(rtraw.lfn) is None
+        catalogue.register_files([raw], site="T0")
+        other_day = make_record(3, block_id=DAY2)
+        with pytest.raises(InvalidNameError, match="day"):
+            catalogue.register_files([rtraw], site="T0", parents={rtraw.lfn: [other_day.lfn]})
+        with pytest.raises(InvalidNameError, match="not being registered"):
+            catalogue.register_files([rtraw], site="T0", parents={"/juno/rtraw/2025/1101/x.rtraw": [raw.lfn]})
+        assert catalogue.get_file(rtraw.lfn) is None
 
     def test_empty_calls(self, catalogue: Catalogue) -> None:
         result = catalogue.register_files([], site="IHEP")

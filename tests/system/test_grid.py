@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from rawflow.compute.base import JobState
+from rawflow.compute.htcondor_backend import HTCondorBackend
+from rawflow.grid.condor import pool_processes
 from rawflow.grid.process import marked_pids, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,17 +35,27 @@ def test_grid_up_status_down_leaves_no_process(tmp_path: Path) -> None:
         parts = json.loads(status.stdout)
         names = {p["name"] for p in parts}
         assert {f"xrootd:{s}" for s in ("IHEP-EOS", "IHEP-TAPE", "CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE")} <= names
-        assert {"kafka", "smtp-sink", "tape-migrator"} <= names
+        assert {"kafka", "smtp-sink", "tape-migrator", "condor"} <= names
         assert all(p["running"] for p in parts)
         assert all(p["reachable"] for p in parts if p["name"] != "tape-migrator")
         pids = [p["pid"] for p in parts]
-        grid_id = json.loads((tmp_path / "grid" / "state.json").read_text())["values"]["grid_id"]
+        # The pool answers a client configured from what the grid recorded for Airflow workers.
+        values = json.loads((tmp_path / "grid" / "state.json").read_text())["values"]
+        backend = HTCondorBackend(condor_config=values["condor_config"], timeout=30)
+        assert backend.poll(["nobody"])["nobody"].state is JobState.MISSING
+        backend.close()
+        condor_state = Path(values["condor_state_dir"])
+        assert pool_processes(condor_state)
+        assert stat.S_IMODE((Path(values["condor_token_dir"])).stat().st_mode) == 0o700
+        grid_id = values["grid_id"]
         assert len(marked_pids(grid_id)) >= len(pids)  # every daemon (and its children) carries the marker
     finally:
         down = rawflow("grid", "down", var=tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopped {len(pids)} processes" in down.stdout
     assert [pid for pid in pids if pid_alive(pid)] == []
+    assert pool_processes(condor_state) == []  # daemons, starters and jobs of the pool
+    assert values["condor_root"] not in Path("/proc/mounts").read_text()  # its mounts went with it
     assert marked_pids(grid_id) == []
     after = rawflow("grid", "status", "--json", var=tmp_path)
     assert json.loads(after.stdout) == [] and after.returncode == 1

@@ -13,6 +13,7 @@ from rawflow.naming import (
     block_id_for,
     block_name,
     dataset_name,
+    derived_lfn,
     lfn_from_pfn,
     parse_block_id,
     parse_lfn,
@@ -141,5 +142,20 @@ def test_pfn_round_trip() -> None:
 
 def test_data_type_parse() -> None:
     assert DataType.parse("raw") is DataType.RAW
+    assert DataType.parse("esd") is DataType.ESD
     with pytest.raises(InvalidNameError, match="Type"):
-        DataType.parse("ESD")
+        DataType.parse("DST")
+
+
+def test_derived_lfns_follow_the_processing_chain() -> None:
+    raw = f"/juno/raw/2025/1101/{GOOD}"
+    rtraw = derived_lfn(raw, DataType.RTRAW)
+    assert rtraw == f"/juno/rtraw/2025/1101/{GOOD.replace('.dat', '.rtraw')}"
+    esd = derived_lfn(rtraw, DataType.ESD)
+    assert esd == f"/juno/esd/2025/1101/{GOOD.replace('.dat', '.esd')}"
+    assert parse_lfn(esd).data_type is DataType.ESD
+    assert parse_lfn(esd).block_id == "20251101"
+    with pytest.raises(InvalidNameError, match="does not make"):
+        derived_lfn(raw, DataType.ESD)
+    with pytest.raises(InvalidNameError):
+        derived_lfn(esd, DataType.RAW)

@@ -91,3 +91,44 @@ def test_load_sites_reports_yaml_line(tmp_path: Path) -> None:
         load_sites(bad)
     with pytest.raises(ConfigError, match="No such file"):
         load_sites(tmp_path / "missing.yaml")
+
+
+def test_data_type_policies() -> None:
+    cfg = load_sites(default_sites_path())
+    # RAW and RTRAW have no section: the sites' own shares, archived to tape.
+    for data_type in ("RAW", "RTRAW"):
+        policy = cfg.policy(data_type)
+        assert policy.archive
+        assert [s.name for s in cfg.destinations_for(data_type)] == [s.name for s in cfg.destinations]
+    esd = cfg.policy("ESD")
+    assert not esd.archive
+    assert dict(esd.shares) == {"CNAF-STORM": Fraction(1), "IN2P3-DCACHE": Fraction(1, 2)}
+    by_name = {s.name: s for s in cfg.destinations_for("esd")}
+    assert set(by_name) == {"CNAF-STORM", "IN2P3-DCACHE"}
+    assert by_name["IN2P3-DCACHE"].share == Fraction(1, 2)  # keeps() applies the ESD share
+    # The local grid rewrites URL prefixes and the round trip keeps the policies.
+    again = validate_sites(cfg.with_url_prefixes({"CNAF-STORM": "root://127.0.0.1:1/x"}).to_raw())
+    assert again.policy("ESD") == esd
+
+
+@pytest.mark.parametrize(
+    ("policies", "field"),
+    [
+        ({"DST": {"shares": {}}}, "policies"),
+        ({"ESD": {"shares": {"NOWHERE": 1}}}, "policies.ESD.shares.NOWHERE"),
+        ({"ESD": {"shares": {"IHEP-TAPE": 1}}}, "policies.ESD.shares.IHEP-TAPE"),
+        ({"ESD": {"shares": {"IHEP-EOS": 1}}}, "policies.ESD.shares.IHEP-EOS"),
+        ({"ESD": {"shares": {"CNAF-STORM": 2}}}, "policies.ESD.shares.CNAF-STORM"),
+        ({"ESD": {"shares": {"JINR-EOS": 1}}}, "policies.ESD.shares.JINR-EOS"),  # its hop CNAF keeps none
+        ({"ESD": {"archive": "no"}}, "policies.ESD.archive"),
+        ({"ESD": {"copies": 2}}, "policies.ESD.copies"),
+        ([], "policies"),
+    ],
+)
+def test_bad_policy_is_one_line(policies: Any, field: str) -> None:
+    raw = copy.deepcopy(BASE)
+    raw["policies"] = policies
+    with pytest.raises(ConfigError) as info:
+        validate_sites(raw)
+    assert field in str(info.value)
+    assert "\n" not in str(info.value)

@@ -25,6 +25,7 @@ from rawflow.catalogue.base import (
     ReplicaInfo,
     ReplicaState,
     UnknownMetadataKeyError,
+    UnknownParentError,
 )
 from rawflow.errors import PermanentError
 
@@ -39,6 +40,7 @@ __all__ = [
     "ReplicaInfo",
     "ReplicaState",
     "UnknownMetadataKeyError",
+    "UnknownParentError",
     "get_catalogue",
 ]
 

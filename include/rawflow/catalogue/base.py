@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar, runtime_checkable
@@ -34,6 +34,15 @@ class BlockClosedError(PermanentError):
     def __init__(self, block: str) -> None:
         self.block = block
         super().__init__(f"block {block} is closed: it takes no new files")
+
+
+class UnknownParentError(PermanentError):
+    """Lineage naming a parent the catalogue does not hold."""
+
+    def __init__(self, child: str, parent: str) -> None:
+        self.child = child
+        self.parent = parent
+        super().__init__(f"lineage of {child!r}: parent {parent!r} is not in the catalogue")
 
 
 class UnknownMetadataKeyError(PermanentError, ValueError):
@@ -106,12 +115,36 @@ class Catalogue(Protocol):
     max_lfn_length: int
 
     def register_files(
-        self, files: Sequence[FileRecord], *, site: str, state: ReplicaState = ReplicaState.VALIDATED
+        self,
+        files: Sequence[FileRecord],
+        *,
+        site: str,
+        state: ReplicaState = ReplicaState.VALIDATED,
+        parents: Mapping[str, Sequence[str]] | None = None,
     ) -> RegisterResult:
         """Bulk, idempotent: add new files to their (created on the fly) block and dataset, with metadata
         {Block, Type, Run, Stream}, and ensure a replica at ``site`` (new replicas get ``state``; existing ones
         keep theirs). Same LFN and checksum → ``existing``; another checksum → ``conflicts``, never overwritten.
-        Raises :class:`BlockClosedError` before writing if a new file belongs to a closed block."""
+        Raises :class:`BlockClosedError` before writing if a new file belongs to a closed block.
+
+        ``parents`` (child LFN → the LFNs it was made from, e.g. RTRAW → [RAW]) records lineage in the same call
+        for the added and existing children (not for conflicts). Parents must be catalogued files of the child's
+        receiving day (:func:`validate_lineage`); an unknown parent raises :class:`UnknownParentError` before
+        anything is written."""
+        ...
+
+    def children(self, lfns: Iterable[str], data_type: DataType | None = None) -> dict[str, list[str]]:
+        """parent LFN → its children's LFNs (sorted), only of ``data_type`` if given; parents without any are
+        left out."""
+        ...
+
+    def parents(self, lfns: Iterable[str]) -> dict[str, list[str]]:
+        """child LFN → its parents' LFNs (sorted); files without parents are left out."""
+        ...
+
+    def files_without_children(self, data_type: DataType, block_id: str, child_type: DataType) -> list[FileRecord]:
+        """The files of block ``data_type``-``block_id`` that have no child of ``child_type`` (sorted by LFN):
+        e.g. the RAW files of a day still to convert to RTRAW. One query, whatever the block's size."""
         ...
 
     def get_file(self, lfn: str) -> FileRecord | None: ...
@@ -180,7 +213,7 @@ def as_utc(value: datetime) -> datetime:
 # The catalogue checks an LFN's shape and that it lies in the record's block; the full naming-scheme check
 # (seven fields, valid dates) is the receiver's, and would cost more than the database insert here.
 _LFN_SHAPE = re.compile(
-    rf"/{EXPERIMENT}/(?P<dir>raw|rtraw)/(?P<year>[0-9]{{4}})/(?P<mmdd>[0-9]{{4}})/"
+    rf"/{EXPERIMENT}/(?P<dir>raw|rtraw|esd)/(?P<year>[0-9]{{4}})/(?P<mmdd>[0-9]{{4}})/"
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})"
 )
 
@@ -193,7 +226,7 @@ def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
     for record in files:
         match = _LFN_SHAPE.fullmatch(record.lfn)
         if match is None:
-            raise InvalidNameError("LFN", record.lfn, f"expected /{EXPERIMENT}/<raw|rtraw>/YYYY/mmdd/<file name>")
+            raise InvalidNameError("LFN", record.lfn, f"expected /{EXPERIMENT}/<raw|rtraw|esd>/YYYY/mmdd/<file name>")
         if len(record.lfn) > max_lfn_length:
             raise InvalidNameError("LFN", record.lfn, f"longer than this catalogue's limit of {max_lfn_length}")
         if record.block_id not in checked_blocks:
@@ -212,6 +245,32 @@ def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
             raise InvalidNameError("adler32", record.adler32, f"expected 8 lower-case hex digits for {record.lfn}")
         if record.received_at.tzinfo is None:
             raise InvalidNameError("received_at", record.received_at, f"must be timezone-aware for {record.lfn}")
+
+
+def validate_lineage(files: Sequence[FileRecord], parents: Mapping[str, Sequence[str]] | None) -> list[tuple[str, str]]:
+    """Check ``parents`` (child → parents) against the offered files and return the (parent, child) links,
+    sorted. A child must be one of ``files``; a parent a well-formed LFN of the same receiving day (processing
+    keeps a file's day, so lineage queries stay inside one block's day)."""
+    if not parents:
+        return []
+    offered = {record.lfn: record for record in files}
+    links: set[tuple[str, str]] = set()
+    for child, its_parents in parents.items():
+        record = offered.get(child)
+        if record is None:
+            raise InvalidNameError("parents", child, "lineage for a file that is not being registered")
+        if isinstance(its_parents, str) or not its_parents:
+            raise InvalidNameError("parents", its_parents, f"expected a non-empty list of parent LFNs for {child}")
+        for parent in its_parents:
+            match = _LFN_SHAPE.fullmatch(parent) if isinstance(parent, str) else None
+            if match is None:
+                raise InvalidNameError("parents", parent, f"not an LFN (parent of {child})")
+            if parent == child:
+                raise InvalidNameError("parents", parent, "a file cannot be its own parent")
+            if match["year"] + match["mmdd"] != record.block_id:
+                raise InvalidNameError("parents", parent, f"not of {child}'s day {record.block_id}")
+            links.add((parent, child))
+    return sorted(links)
 
 
 def parse_block_name(name: str) -> tuple[DataType, str]:

@@ -10,7 +10,10 @@ Mapping (scope ``juno`` unless configured):
 - a replica is a Rucio replica on the RSE whose Rucio state follows :data:`RUCIO_STATE` (A/U/C/D). Rucio has no
   states for "validated" versus "archived" nor a place for the last error or attempts, so rawflow's own replica
   record ``{"state", "error", "attempts", "updated_at"}`` is kept in the file's JSON metadata under
-  ``rawflow_<SITE>``, and is what :meth:`replica_states` reports.
+  ``rawflow_<SITE>``, and is what :meth:`replica_states` reports;
+- lineage: a file made from others (RTRAW from RAW, ESD from RTRAW) carries its parents' LFNs in its JSON
+  metadata under ``Parents`` (Rucio attaches files only to collections, not to files). Children share their
+  parents' receiving day, so the children of a day's files are found among that day's blocks.
 
 Rucio commits each REST call on its own: ``register_files`` is one transaction per chunk of at most 1,000 DIDs
 (Rucio's limit), not per call. Every step is idempotent, so a call that failed half-way is safely repeated.
@@ -24,7 +27,7 @@ import hashlib
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ from rawflow.catalogue.base import (
     RegisterResult,
     ReplicaInfo,
     ReplicaState,
+    UnknownParentError,
     as_utc,
     check_metadata_keys,
     chunked,
@@ -47,14 +51,16 @@ from rawflow.catalogue.base import (
     split_repeats,
     utc_now,
     validate_files,
+    validate_lineage,
 )
 from rawflow.errors import PermanentError, TransientError
-from rawflow.naming import DataType, block_name, dataset_name
+from rawflow.naming import DataType, block_name, dataset_name, parse_lfn
 
 DEFAULT_SCOPE = "juno"
 MAX_DIDS_PER_CALL = 1000  # Rucio refuses larger bulk requests
 MAX_LFN_LENGTH = 250  # Rucio's DID name limit (the naming scheme allows longer file names)
 SITE_KEY_PREFIX = "rawflow_"
+PARENTS_KEY = "Parents"
 
 RUCIO_STATE: dict[ReplicaState, str] = {
     ReplicaState.REGISTERED: "U",  # UNAVAILABLE: known, not yet checked
@@ -233,9 +239,18 @@ class RucioCatalogue:
     # -- registration ---------------------------------------------------------------------------------------
 
     def register_files(
-        self, files: Sequence[FileRecord], *, site: str, state: ReplicaState = ReplicaState.VALIDATED
+        self,
+        files: Sequence[FileRecord],
+        *,
+        site: str,
+        state: ReplicaState = ReplicaState.VALIDATED,
+        parents: Mapping[str, Sequence[str]] | None = None,
     ) -> RegisterResult:
         validate_files(files, self.max_lfn_length)
+        links = validate_lineage(files, parents)
+        wanted_parents: dict[str, set[str]] = defaultdict(set)
+        for parent, child in links:
+            wanted_parents[child].add(parent)
         state = ReplicaState(state)
         unique, repeats = split_repeats(files)
         result = RegisterResult(conflicts=list(repeats))
@@ -245,6 +260,7 @@ class RucioCatalogue:
         site_key = SITE_KEY_PREFIX + site
         with _rucio_errors():
             known = self._metadata([f.lfn for f in unique])
+            self._check_parents(links, known, {f.lfn for f in unique})
             new: list[FileRecord] = []
             without_replica: list[FileRecord] = []
             for record in unique:
@@ -268,10 +284,33 @@ class RucioCatalogue:
             site_record = self._site_record(state, None, 1 if state is ReplicaState.COPYING else 0, now)
             for (data_type, block_id), records in sorted(by_block.items()):
                 for chunk in chunked(records, MAX_DIDS_PER_CALL):
-                    self._add_new_files(block_name(data_type, block_id), chunk, site, state, site_key, site_record)
+                    self._add_new_files(
+                        block_name(data_type, block_id), chunk, site, state, site_key, site_record, wanted_parents
+                    )
                     result.added.extend(f.lfn for f in chunk)
             self._add_replicas(without_replica, site, state, site_key, site_record)
+            self._add_parents({lfn: known[lfn] for lfn in result.existing}, wanted_parents)
         return result
+
+    def _check_parents(self, links: Sequence[tuple[str, str]], known: dict[str, Any], offered: set[str]) -> None:
+        wanted = sorted({parent for parent, _ in links} - offered)
+        if not wanted:
+            return
+        found = self._metadata([p for p in wanted if p not in known], plugin="JSON")
+        for parent, child in links:
+            if parent not in offered and parent not in known and parent not in found:
+                raise UnknownParentError(child, parent)
+
+    def _add_parents(self, metas: dict[str, dict[str, Any]], wanted: Mapping[str, set[str]]) -> None:
+        """Merge lineage into existing files' ``Parents`` (a repeat changes nothing)."""
+        updates = []
+        for lfn, meta in sorted(metas.items()):
+            have = set(meta.get(PARENTS_KEY) or [])
+            if lfn in wanted and not wanted[lfn] <= have:
+                merged = sorted(have | wanted[lfn])
+                updates.append({"scope": self.scope, "name": lfn, "meta": {PARENTS_KEY: merged}})
+        for chunk in chunked(updates, MAX_DIDS_PER_CALL):
+            self._client.set_dids_metadata_bulk(list(chunk))
 
     def _add_new_files(
         self,
@@ -281,6 +320,7 @@ class RucioCatalogue:
         state: ReplicaState,
         site_key: str,
         site_record: dict[str, Any],
+        parents: Mapping[str, set[str]],
     ) -> None:
         # One call creates the file DIDs with their metadata, their replicas at the RSE and the attachment.
         dids = [
@@ -290,7 +330,12 @@ class RucioCatalogue:
                 "bytes": f.size,
                 "adler32": f.adler32,
                 "state": RUCIO_STATE[state],
-                "meta": {**f.metadata(), "ReceivedAt": f.received_at.isoformat(), site_key: site_record},
+                "meta": {
+                    **f.metadata(),
+                    "ReceivedAt": f.received_at.isoformat(),
+                    site_key: site_record,
+                    **({PARENTS_KEY: sorted(parents[f.lfn])} if f.lfn in parents else {}),
+                },
             }
             for f in records
         ]
@@ -348,6 +393,40 @@ class RucioCatalogue:
                 filters[key] = str(value)
         with _rucio_errors():
             return sorted(self._client.list_dids(self.scope, filters, did_type="file"))
+
+    # -- lineage --------------------------------------------------------------------------------------------
+
+    def parents(self, lfns: Iterable[str]) -> dict[str, list[str]]:
+        with _rucio_errors():
+            metas = self._metadata(sorted(set(lfns)), plugin="JSON")
+        return {name: sorted(meta[PARENTS_KEY]) for name, meta in sorted(metas.items()) if meta.get(PARENTS_KEY)}
+
+    def _children_in_block(self, data_type: DataType, block_id: str) -> dict[str, list[str]]:
+        """parent → children among the files of one block (children live in their parents' day)."""
+        with _rucio_errors():
+            names = self._block_files(data_type, block_id)
+            metas = self._metadata(names, plugin="JSON") if names else {}
+        found: dict[str, list[str]] = defaultdict(list)
+        for child, meta in sorted(metas.items()):
+            for parent in meta.get(PARENTS_KEY) or []:
+                found[parent].append(child)
+        return found
+
+    def children(self, lfns: Iterable[str], data_type: DataType | None = None) -> dict[str, list[str]]:
+        wanted = set(lfns)
+        days = {parse_lfn(lfn).block_id for lfn in wanted}
+        types = [DataType.parse(data_type)] if data_type is not None else list(DataType)
+        found: dict[str, list[str]] = {}
+        for day in sorted(days):
+            for child_type in types:
+                for parent, kids in self._children_in_block(child_type, day).items():
+                    if parent in wanted:
+                        found.setdefault(parent, []).extend(kids)
+        return {parent: sorted(kids) for parent, kids in sorted(found.items())}
+
+    def files_without_children(self, data_type: DataType, block_id: str, child_type: DataType) -> list[FileRecord]:
+        with_children = self._children_in_block(DataType.parse(child_type), block_id)
+        return [f for f in self.files_in_block(DataType.parse(data_type), block_id) if f.lfn not in with_children]
 
     # -- replicas -------------------------------------------------------------------------------------------
 

@@ -5,14 +5,15 @@ URLs: ``sql+sqlite:///path/to/catalogue.db``, ``sql+postgresql://user@host:5432/
 
 Tables: ``datasets`` and ``blocks`` (open/closed), ``files`` (one row per LFN with the metadata as indexed
 columns: Block → block_id, Type → data_type, Run → run_number, Stream → stream) and ``replicas`` (file × site:
-state, last error, attempts, updated_at). Bulk writes are chunked multi-row ``INSERT … ON CONFLICT``.
+state, last error, attempts, updated_at) and ``lineage`` (parent → child, with the child's type so "the RAW
+files of a day without an RTRAW child" is one indexed anti-join). Bulk writes are chunked multi-row ``INSERT … ON CONFLICT``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,12 +28,14 @@ from rawflow.catalogue.base import (
     RegisterResult,
     ReplicaInfo,
     ReplicaState,
+    UnknownParentError,
     as_utc,
     check_metadata_keys,
     chunked,
     split_repeats,
     utc_now,
     validate_files,
+    validate_lineage,
 )
 from rawflow.errors import PermanentError, TransientError
 from rawflow.naming import DataType, block_name, dataset_name
@@ -91,6 +94,17 @@ replicas = sa.Table(
     sa.Index("ix_replicas_site_state", "site", "state"),
     # The Rawflow view's throughput and error-rate series scan replicas by update time.
     sa.Index("ix_replicas_updated_at", "updated_at"),
+)
+
+lineage = sa.Table(
+    "lineage",
+    metadata_obj,
+    sa.Column("parent", sa.String(MAX_LFN_LENGTH), sa.ForeignKey("files.lfn"), primary_key=True),
+    sa.Column("child", sa.String(MAX_LFN_LENGTH), sa.ForeignKey("files.lfn"), primary_key=True),
+    sa.Column("child_type", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_lineage_parent_child_type", "parent", "child_type"),
+    sa.Index("ix_lineage_child", "child"),
 )
 
 _METADATA_COLUMNS = {
@@ -173,9 +187,15 @@ class SqlCatalogue:
     # -- registration ---------------------------------------------------------------------------------------
 
     def register_files(
-        self, files_: Sequence[FileRecord], *, site: str, state: ReplicaState = ReplicaState.VALIDATED
+        self,
+        files_: Sequence[FileRecord],
+        *,
+        site: str,
+        state: ReplicaState = ReplicaState.VALIDATED,
+        parents: Mapping[str, Sequence[str]] | None = None,
     ) -> RegisterResult:
         validate_files(files_, self.max_lfn_length)
+        links = validate_lineage(files_, parents)
         unique, repeats = split_repeats(files_)
         result = RegisterResult(conflicts=list(repeats))
         if not unique:
@@ -194,7 +214,64 @@ class SqlCatalogue:
             self._refuse_closed_blocks(conn, {f.block for f in unique if f.lfn in added})
             result.added = [f.lfn for f in unique if f.lfn in added]
             self._ensure_replicas(conn, result.added + result.existing, site, state, now)
+            registered = set(result.added) | set(result.existing)
+            self._add_lineage(conn, [(p, c) for p, c in links if c in registered], unique, now)
         return result
+
+    def _add_lineage(
+        self, conn: Connection, links: Sequence[tuple[str, str]], records: Sequence[FileRecord], now: datetime
+    ) -> None:
+        if not links:
+            return
+        known = self._checksums(conn, sorted({parent for parent, _ in links}))
+        for parent, child in links:
+            if parent not in known:
+                raise UnknownParentError(child, parent)  # leaving the transaction rolls every insert back
+        types = {f.lfn: f.data_type.value for f in records}
+        stmt = self._insert(lineage).on_conflict_do_nothing().returning(lineage.c.child)
+        for chunk in chunked(links, CHUNK):
+            rows = [{"parent": p, "child": c, "child_type": types[c], "created_at": now} for p, c in chunk]
+            conn.execute(stmt, rows).all()
+
+    # -- lineage --------------------------------------------------------------------------------------------
+
+    def children(self, lfns: Iterable[str], data_type: DataType | None = None) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        with self._transaction() as conn:
+            for chunk in chunked(sorted(set(lfns)), CHUNK):
+                query = sa.select(lineage.c.parent, lineage.c.child).where(lineage.c.parent.in_(chunk))
+                if data_type is not None:
+                    query = query.where(lineage.c.child_type == DataType.parse(data_type).value)
+                for row in conn.execute(query.order_by(lineage.c.parent, lineage.c.child)):
+                    found.setdefault(row.parent, []).append(row.child)
+        return found
+
+    def parents(self, lfns: Iterable[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        with self._transaction() as conn:
+            for chunk in chunked(sorted(set(lfns)), CHUNK):
+                query = (
+                    sa.select(lineage.c.child, lineage.c.parent)
+                    .where(lineage.c.child.in_(chunk))
+                    .order_by(lineage.c.child, lineage.c.parent)
+                )
+                for row in conn.execute(query):
+                    found.setdefault(row.child, []).append(row.parent)
+        return found
+
+    def files_without_children(self, data_type: DataType, block_id: str, child_type: DataType) -> list[FileRecord]:
+        has_child = (
+            sa.select(lineage.c.parent)
+            .where(lineage.c.parent == files.c.lfn, lineage.c.child_type == DataType.parse(child_type).value)
+            .exists()
+        )
+        query = (
+            sa.select(files)
+            .where(files.c.block == block_name(DataType.parse(data_type), block_id), sa.not_(has_child))
+            .order_by(files.c.lfn)
+        )
+        with self._transaction() as conn:
+            return [self._record(row) for row in conn.execute(query)]
 
     def _ensure_blocks(self, conn: Connection, records: Sequence[FileRecord], now: datetime) -> None:
         wanted = {(f.data_type, f.block_id) for f in records}

@@ -16,11 +16,14 @@ from rawflow.compute.base import (
     JobSpec,
     JobState,
     JobStatus,
+    stage_in,
+    stage_out,
 )
 from rawflow.errors import ConfigError
 
 # name → "module:class"; imported only when asked for (the htcondor bindings and DIRAC are heavy and optional).
 COMPUTE_BACKENDS: dict[str, str] = {
+    "dirac": "rawflow.compute.dirac_backend:DiracBackend",
     "htcondor": "rawflow.compute.htcondor_backend:HTCondorBackend",
 }
 
@@ -49,4 +52,6 @@ __all__ = [
     "JobState",
     "JobStatus",
     "get_compute_backend",
+    "stage_in",
+    "stage_out",
 ]

@@ -23,6 +23,22 @@ JOB_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
 """Keys are stored as job attributes and used in file names: letters, digits, '_', '.', ':', '-'."""
 
 
+STAGE_IN = "@in:"
+STAGE_OUT = "@out:"
+
+
+def stage_in(url: str) -> str:
+    """A job argument the job wrapper stages in from ``url`` before the payload runs (replaced by the local
+    file). Payload arguments that are neither stage_in nor stage_out pass unchanged."""
+    return STAGE_IN + url
+
+
+def stage_out(url: str) -> str:
+    """A job argument naming a local output file the wrapper stages out to ``url`` after the payload succeeded
+    (with its size and adler32 in the job's report)."""
+    return STAGE_OUT + url
+
+
 class ComputeError(RawflowError):
     """A compute backend failed as a whole (not one job's payload)."""
 
@@ -51,7 +67,8 @@ class JobState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job to run. ``args`` are the payload's arguments (URLs of inputs and outputs, options);
+    """One job to run. ``args`` are the payload's arguments in order: :func:`stage_in`/:func:`stage_out` URLs
+    for its input and output files, anything else (options) passed unchanged;
     ``inputs``/``outputs`` name the LFNs it reads and writes (bookkeeping and lineage)."""
 
     key: str

@@ -155,9 +155,12 @@ def up(
     postgres: str | None = None,
     api_port: int | None = None,
     transfer_backend: str = "gfal2",
+    condor: bool = True,
+    condor_cpus: int = 4,
     progress: Callable[[str], None] = print,
 ) -> GridState:
-    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL."""
+    """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL.
+    ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots."""
     var_dir = (var_dir or default_var_dir()).resolve()
     state = GridState.load(var_dir)
     running = {n for n, c in state.components.items() if pid_alive(int(c["pid"]))}
@@ -173,12 +176,31 @@ def up(
     state.values = {"grid_id": grid_id}  # saved with the first component: `down` can always find its processes
     try:
         with grid_marker(grid_id):
-            _start_all(state, var_dir, secret, airflow, postgres, api_port, transfer_backend, progress)
+            _start_all(
+                state, var_dir, secret, airflow, postgres, api_port, transfer_backend, condor, condor_cpus, progress
+            )
     except BaseException:
         progress("start failed: stopping what was started")
         down(var_dir, progress=progress)
         raise
     return state
+
+
+def _start_condor(state: GridState, cpus: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    from rawflow.grid.condor import default_root, ensure_installed, root_ready, start_pool
+
+    if not root_ready(default_root()):
+        progress(f"installing the HTCondor pool's chroot into {default_root()} (once per machine, ~3 min)")
+        ensure_installed()
+    progress("starting the HTCondor pool")
+    pool = start_pool(state.grid_dir / "condor", num_cpus=cpus)
+    state.add(
+        "condor",
+        Daemon(name="condor", pid=pool.pid, log=str(pool.log)),
+        endpoint=f"{pool.collector} (collector; CONDOR_CONFIG={pool.client_config_path})",
+        state_dir=str(pool.state_dir),
+    )
+    return dict(pool.values())
 
 
 def _start_all(
@@ -189,6 +211,8 @@ def _start_all(
     postgres: str | None,
     api_port: int | None,
     transfer_backend: str,
+    condor: bool,
+    condor_cpus: int,
     progress: Callable[[str], None],
 ) -> None:
     from rawflow.grid.broker import start_broker
@@ -204,6 +228,16 @@ def _start_all(
     state.add("tape-migrator", migrator, endpoint="(moves IHEP-TAPE buffer files to the MSS dir)")
     sites_path = grid_dir / "sites.yaml"
     sites_path.write_text(yaml.safe_dump(local.sites_config.to_raw(), sort_keys=False))
+
+    condor_values: dict[str, Any] = {
+        "condor_collector": "",
+        "condor_config": "",
+        "condor_token_dir": "",
+        "condor_state_dir": "",
+        "condor_root": "",
+    }
+    if condor:
+        condor_values = _start_condor(state, condor_cpus, progress)
 
     progress("starting Kafka-protocol broker (Tansu)")
     broker = start_broker(grid_dir / "broker")
@@ -254,6 +288,8 @@ def _start_all(
         "sites_path": str(sites_path),
         "transfer_backend": transfer_backend,
         "airflow_db": airflow_db,
+        "dirac_work_dir": str(state.var_dir / "dirac"),  # the DIRAC backend's local-execution records and job dirs
+        **condor_values,
     }
     # The token is kept in secrets.json only; state.json names the file instead.
     state.values.pop("storage_token")
@@ -359,6 +395,14 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
     for name in names:
         pid = int(state.components[name]["pid"])
+        if name == "condor":
+            # The pool stops as a whole: daemons, starters and jobs in its mount namespace.
+            from rawflow.grid.condor import stop_pool
+
+            if stop_pool(Path(state.components[name]["state_dir"])):
+                stopped.append(name)
+                progress(f"stopped {name} (pid {pid})")
+            continue
         if stop_group(pid):
             stopped.append(name)
             progress(f"stopped {name} (pid {pid})")

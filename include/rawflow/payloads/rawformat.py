@@ -91,7 +91,7 @@ class RawEvents:
 
     @property
     def nbytes(self) -> int:
-        return EVENT.size * len(self.events) + HIT_DTYPE.itemsize * len(self.hits)
+        return int(EVENT.size * len(self.events) + HIT_DTYPE.itemsize * len(self.hits))
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,9 +61,18 @@ class Storage(Protocol):
     def read_bytes(self, url: str) -> bytes: ...
 
     def copy(
-        self, requests: Sequence[CopyRequest], *, tpc: str = "auto", parallel: int = 10, overwrite: bool = False
+        self,
+        requests: Sequence[CopyRequest],
+        *,
+        tpc: str = "auto",
+        parallel: int = 10,
+        overwrite: bool = False,
+        verify: bool = True,
+        preflight: bool = True,
     ) -> list[CopyResult]:
-        """Copy many files; ``tpc`` is "only" (third-party), "never" (streamed) or "auto".
+        """Copy many files; ``tpc`` is "only" (third-party), "never" (streamed) or "auto". ``verify=False``:
+        the caller compares checksums itself (so each replica is checksummed once); ``preflight=False``: the caller
+        has checked sources and destinations already.
 
         Never raises for a single file's failure: each result says ok/error and whether it is transient.
         """

@@ -12,7 +12,8 @@ costs about a millisecond). A destination that differs from its source is delete
 Bulk xrootd copies also segfault when a file fails (missing source, unreachable end), so this module
 (1) checks sources and destinations before copying and (2) runs every multi-file xrootd ``filecopy`` in
 a child process (``python -m rawflow.storage.gfal2_storage``): a crash there costs one batch, which is
-then settled file by file, never the caller's process.
+then settled file by file, never the caller's process. A storage that already runs inside a crash boundary
+(the copy engine's worker process, ``isolate_bulk=False``) copies in-process: one boundary, not two.
 
 Tokens: ``tokens`` maps URL prefixes to bearer tokens; ``bearer_token`` applies to every HTTP(S)/WebDAV
 URL. They are handed to gfal2 as credentials and to the copy child over its stdin, and never logged.
@@ -146,7 +147,9 @@ class Gfal2Storage:
         timeout: int = 300,
         nbstreams: int = 1,
         archive_poll_batch: int = ARCHIVE_POLL_BATCH,
+        isolate_bulk: bool = True,
     ) -> None:
+        self.isolate_bulk = isolate_bulk
         pairs = dict(tokens or {})
         if bearer_token:
             for scheme in HTTP_SCHEMES:
@@ -280,16 +283,25 @@ class Gfal2Storage:
     # -- copy --------------------------------------------------------------------------------------
 
     def copy(
-        self, requests: Sequence[CopyRequest], *, tpc: str = "auto", parallel: int = 10, overwrite: bool = False
+        self,
+        requests: Sequence[CopyRequest],
+        *,
+        tpc: str = "auto",
+        parallel: int = 10,
+        overwrite: bool = False,
+        verify: bool = True,
+        preflight: bool = True,
     ) -> list[CopyResult]:
-        """Copy many files and verify each by adler32 on both ends; one result per request, in order."""
+        """Copy many files and (``verify``) compare each by adler32 on both ends; one result per request, in
+        order. With ``verify=False`` the caller compares checksums itself; with ``preflight=False`` it has
+        already checked sources and destinations (each check is a round trip per file)."""
         if tpc not in TPC_MODES:
             raise ValueError(f"tpc must be one of {', '.join(TPC_MODES)}, got {tpc!r}")
         parallel = max(1, int(parallel))
         results: dict[int, CopyResult] = {}
         pending: dict[int, CopyRequest] = {}
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            checked = pool.map(lambda r: self._preflight(r, overwrite), requests)
+            checked = pool.map(lambda r: self._preflight(r, overwrite) if preflight else None, requests)
             for index, (request, verdict) in enumerate(zip(requests, checked, strict=True)):
                 if verdict is None:
                     pending[index] = request
@@ -320,7 +332,7 @@ class Gfal2Storage:
                 batch = [pending[i] for i in indices]
                 if method == "stream":
                     outcome = list(pool.map(lambda r: self._stream_one(r, overwrite), batch))
-                elif method == "root-bulk" and len(batch) > 1:
+                elif method == "root-bulk" and len(batch) > 1 and self.isolate_bulk:
                     outcome = []
                     for start in range(0, len(batch), ROOT_BULK_BATCH):
                         outcome += self._copy_isolated(
@@ -330,11 +342,19 @@ class Gfal2Storage:
                             tpc=tpc,
                             pool=pool,
                         )
+                elif method == "root-bulk" and len(batch) > 1:
+                    # Already inside the caller's crash boundary: the bulk copy runs here; a crash ends this
+                    # process, and the caller settles the batch.
+                    tpc_parallel = min(parallel, ROOT_TPC_MAX_PARALLEL)
+                    outcome = []
+                    for start in range(0, len(batch), ROOT_BULK_BATCH):
+                        part = batch[start : start + ROOT_BULK_BATCH]
+                        outcome += self._filecopy(part, overwrite, tpc_parallel, tpc)
                 else:
                     outcome = self._copy_in_process(batch, overwrite=overwrite, parallel=parallel, tpc=tpc, pool=pool)
                 errors.update(zip(indices, outcome, strict=True))
 
-            verified = pool.map(lambda i: self._verify(pending[i], errors[i], overwrite), list(errors))
+            verified = pool.map(lambda i: self._verify(pending[i], errors[i], overwrite, verify), list(errors))
             results.update(zip(list(errors), verified, strict=True))
         return [results[i] for i in range(len(requests))]
 
@@ -510,12 +530,16 @@ class Gfal2Storage:
             return exc
         return None
 
-    def _verify(self, request: CopyRequest, error: StorageError | None, overwrite: bool) -> CopyResult:
+    def _verify(
+        self, request: CopyRequest, error: StorageError | None, overwrite: bool, verify: bool = True
+    ) -> CopyResult:
         """Compare size and adler32 of both ends; delete a destination that differs from its source."""
         if error is not None:
             if error.errno == errno.EEXIST and not overwrite and self._identical(request.source, request.destination):
                 return CopyResult(request=request, ok=True, bytes=0)
             return _failed(request, error)
+        if not verify:
+            return CopyResult(request=request, ok=True, bytes=request.size or 0)
         try:
             source_sum = self.checksum(request.source)
             destination = self.stat(request.destination)
@@ -570,10 +594,25 @@ def _method(kind: str, tpc: str) -> str | None:
     return "local" if kind == "local" else "mixed"
 
 
+GFAL2_LOGGERS = ("gfal2", "davix")
+
+
+def quiet_gfal2_logs(level: int = logging.WARNING) -> None:
+    """gfal2 forwards its messages to Python logging (logger ``gfal2``), every Davix request and header at
+    INFO: a task log would grow by kilobytes per file. Keep gfal2, Davix and XrdCl at WARNING."""
+    for name in GFAL2_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("XRD_LOGLEVEL", "Error")
+    import gfal2
+
+    gfal2.set_verbose(gfal2.verbose_level.warning if level >= logging.WARNING else gfal2.verbose_level.normal)
+
+
 def new_context(options: _Options) -> Any:
     """A gfal2 context with the tokens set as bearer credentials (the first gfal2 use in a process)."""
     for key, value in XRDCL_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    quiet_gfal2_logs()
     import gfal2
 
     # Creating a context blocks nearly every signal (SIGTERM, SIGINT included) in the calling thread: the
@@ -627,7 +666,7 @@ def _child_main() -> int:
     return 0
 
 
-__all__ = ["Gfal2Storage", "copy_kind", "storage_error"]
+__all__ = ["Gfal2Storage", "copy_kind", "quiet_gfal2_logs", "storage_error"]
 
 if __name__ == "__main__":
     sys.exit(_child_main())

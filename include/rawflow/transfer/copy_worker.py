@@ -2,7 +2,9 @@
 
 It exists so that a gfal2 crash (python3-gfal2 segfaults when several files of one bulk copy fail) kills
 this child and not the Airflow worker; :class:`rawflow.transfer.engine.CopyEngine` starts it and splits the
-batch when it dies. The job may carry credentials, which is why it arrives on stdin.
+batch when it dies. It is the only crash boundary: the storage inside copies in this process (no grandchild),
+and does not compare checksums (the engine does, once per replica). The job may carry credentials, which is
+why it arrives on stdin.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ import sys
 from typing import Any
 
 from rawflow.storage.base import CopyRequest
-from rawflow.transfer.engine import StorageSpec, results_to_json
+from rawflow.transfer.engine import DEFAULT_STORAGE_FACTORY, StorageSpec, results_to_json
 
 
 def run(job: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = StorageSpec(str(job["storage"]["factory"]), dict(job["storage"].get("options", {})))
+    options = dict(job["storage"].get("options", {}))
+    if job["storage"]["factory"] == DEFAULT_STORAGE_FACTORY:
+        options["isolate_bulk"] = False  # this process is the crash boundary
+    spec = StorageSpec(str(job["storage"]["factory"]), options)
     requests = [CopyRequest(r["source"], r["destination"], None, r.get("size")) for r in job["requests"]]
     storage = spec.build()
-    results = storage.copy(requests, tpc=str(job["tpc"]), parallel=int(job["parallel"]), overwrite=False)
+    results = storage.copy(
+        requests,
+        tpc=str(job["tpc"]),
+        parallel=int(job["parallel"]),
+        overwrite=False,
+        verify=bool(job.get("verify")),
+        preflight=False,
+    )
     return results_to_json(results)
 
 

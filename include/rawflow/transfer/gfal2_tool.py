@@ -21,7 +21,7 @@ from rawflow.transfer.base import (
     UnknownJobError,
     job_state_of,
 )
-from rawflow.transfer.engine import CopyEngine, CopyTask, StorageSpec
+from rawflow.transfer.engine import DEFAULT_STREAM_BELOW, CopyEngine, CopyTask, StorageSpec
 
 
 class Gfal2Transfertool:
@@ -36,11 +36,14 @@ class Gfal2Transfertool:
         isolate: bool = True,
         verify: str = "both",
         timeout: float = 3600.0,
-        stream_below: int = 0,
+        stream_below: int = DEFAULT_STREAM_BELOW,
     ) -> None:
         spec = storage if isinstance(storage, StorageSpec) or storage is None else StorageSpec(**storage)
         self.engine = CopyEngine(spec, parallel=parallel, isolate=isolate, timeout=timeout, stream_below=stream_below)
         self.verify = verify
+        # The engine compares each copy (or kept destination) with the catalogue's size and adler32: a FINISHED
+        # file is a validated replica, and the round does not checksum it again.
+        self.verifies_against_catalogue = verify in ("both", "target")
         self._jobs: dict[str, JobStatus] = {}
 
     def submit(self, jobs: Sequence[TransferJob]) -> list[str]:

@@ -1,5 +1,8 @@
 """Operators of the daily block DAG: replicate one block to one site, round after round, until it is done.
 
+The round itself is :func:`rawflow.replication.run_site_round` (the domain decides); this operator only builds
+the clients from its hooks, calls it, and defers or finishes as the round says.
+
 ``ReplicateBlockSiteOperator`` is mapped over the block's target sites (the disk destinations and the tape
 archive), so one site's failure never blocks another. Each round runs on a worker: plan the site's missing
 files (shares, routes, retry limits) → copy them in chunked transfer jobs → validate every copied replica by
@@ -14,9 +17,10 @@ Problematic files fails its task with the reasons; the other sites are unaffecte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from rawflow_airflow.triggers.block_activity import BlockActivityTrigger
@@ -25,8 +29,8 @@ from rawflow_airflow.triggers.fts3_jobs import Fts3JobsTrigger
 FTS_SUBMITTED = "fts3_submitted"
 
 
-class BlockSiteProblematic(Exception):
-    """Some files could not be brought to the site within the retry limit."""
+class BlockSiteProblematic(AirflowFailException):
+    """Some files could not be brought to the site within the retry limit (no task retry can help)."""
 
 
 class ReplicateBlockSiteOperator(BaseOperator):
@@ -61,6 +65,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
         trigger_poll_seconds: float = 2.0,
         max_attempts: int | str = "{{ var.value.get('rawflow_max_attempts', 3) }}",
         retransfer_backoff_seconds: float | str = "{{ var.value.get('rawflow_retransfer_backoff_seconds', 60) }}",
+        chunk_parallel: int = 4,
+        fts_timeout_seconds: float = 6 * 3600.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,26 +85,146 @@ class ReplicateBlockSiteOperator(BaseOperator):
         self.trigger_poll_seconds = trigger_poll_seconds
         self.max_attempts = max_attempts
         self.retransfer_backoff_seconds = retransfer_backoff_seconds
-
-    def _record(self, catalogue: Any, data_type: Any, site: str, progress: Any) -> None:
-        """Persist the round's progress for the Rawflow view and alerts; monitoring never fails a transfer."""
-        from rawflow.catalogue.base import ReplicaState
-        from rawflow.monitoring import record_progress
-        from rawflow_airflow.hooks.catalogue import CatalogueHook
-
-        try:
-            sizes = {f.lfn: f.size for f in catalogue.files_in_block(data_type, self.block_id)}
-            states = catalogue.replica_states(block=(data_type, self.block_id), site=site)
-            held = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
-            bytes_at_site = sum(
-                sizes.get(lfn, 0) for lfn, by in states.items() if site in by and by[site].state in held
-            )
-            db_url = CatalogueHook(self.catalogue_conn_id).quarantine_url()
-            record_progress(db_url, data_type.value, self.block_id, site, progress, bytes_at_site)
-        except Exception as exc:
-            self.log.warning("could not record progress of %s at %s: %s", self.block_id, site, exc)
+        self.chunk_parallel = chunk_parallel
+        self.fts_timeout_seconds = fts_timeout_seconds
 
     # -- entry points -------------------------------------------------------------------------------------
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self._round(context, totals=None)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        event = event or {}
+        self._raise_on_trigger_error(event)
+        self.log.info("woken: %s", event.get("reason"))
+        return self._round(context, totals=event.get("totals"))
+
+    def execute_transfers_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """FTS3 jobs of the round are over: collect and validate on the worker, then carry on."""
+        from rawflow.replication import SubmittedChunk
+
+        event = event or {}
+        self._raise_on_trigger_error(event)
+        self.log.info("FTS3 jobs finished: %s", event.get("jobs"))
+        submitted = context["ti"].xcom_pull(
+            task_ids=self.task_id, key=FTS_SUBMITTED, map_indexes=context["ti"].map_index
+        )
+        chunks = [SubmittedChunk.from_dict(raw) for raw in submitted or []]
+        return self._round(context, totals=event.get("totals"), submitted=chunks)
+
+    def _raise_on_trigger_error(self, event: dict[str, Any]) -> None:
+        """A trigger that gave up reports why; a permanent reason fails the task at once, no retries."""
+        from airflow.exceptions import AirflowException, AirflowFailException
+
+        if event.get("status") != "error":
+            return
+        message = f"{self.site}: {event.get('message', 'trigger failed')}"
+        if event.get("permanent"):
+            raise AirflowFailException(message)
+        raise AirflowException(message)
+
+    # -- one round ---------------------------------------------------------------------------------------
+
+    def _round(self, context: Any, totals: dict[str, Any] | None, submitted: list[Any] | None = None) -> dict[str, Any]:
+        from airflow.exceptions import AirflowFailException
+
+        from rawflow.errors import PermanentError
+        from rawflow.monitoring import record_progress
+        from rawflow.naming import DataType
+        from rawflow.planning import RetryPolicy
+        from rawflow.replication import RoundOutcome, RoundSettings, run_site_round
+        from rawflow.sites import load_sites
+        from rawflow_airflow.hooks.catalogue import CatalogueHook
+        from rawflow_airflow.hooks.storage import StorageHook
+        from rawflow_airflow.settings import sites_path
+
+        settings = RoundSettings(
+            site=self.site,
+            data_type=DataType.parse(self.data_type),
+            block_id=self.block_id,
+            close_at=datetime.fromisoformat(str(self.close_at)),
+            retry=RetryPolicy(
+                max_attempts=int(self.max_attempts),
+                backoff=timedelta(seconds=float(self.retransfer_backoff_seconds)),
+            ),
+            multihop=self.multihop,
+            recheck_seconds=self.recheck_seconds,
+            archive_poll_seconds=self.archive_poll_seconds,
+            chunk_parallel=self.chunk_parallel,
+        )
+        sites = load_sites(self.sites_path or sites_path())
+        catalogue_hook = CatalogueHook(self.catalogue_conn_id)
+        catalogue = catalogue_hook.get_conn()
+        storage = StorageHook(self.storage_conn_id).get_conn()
+        db_url = catalogue_hook.quarantine_url()
+
+        def record(progress: Any, bytes_at_site: int) -> None:
+            record_progress(db_url, settings.data_type.value, settings.block_id, settings.site, progress, bytes_at_site)
+
+        try:
+            result = run_site_round(
+                settings,
+                catalogue=catalogue,
+                sites=sites,
+                storage=storage,
+                transfertool=self._transfertool,
+                totals=totals,
+                submitted=submitted,
+                record=record,
+                reconcile=lambda: self._reconcile(catalogue, storage, sites),
+            )
+        except PermanentError as exc:
+            raise AirflowFailException(f"{settings.block} at {self.site}: {exc}") from exc
+        finally:
+            catalogue.close()
+
+        summary = result.summary(settings.block)
+        progress = result.progress
+        self.log.info(
+            "%s at %s: %s — assigned %d, processed %d, problematic %d, pending %d",
+            settings.block,
+            self.site,
+            progress.status,
+            progress.assigned,
+            progress.processed,
+            progress.problematic,
+            progress.pending,
+        )
+        if result.outcome is RoundOutcome.DONE:
+            return summary
+        if result.outcome is RoundOutcome.PROBLEMATIC:
+            # Retrying cannot help: the files used up their attempts.
+            raise BlockSiteProblematic(result.message)
+        if result.outcome is RoundOutcome.WAIT_FTS:
+            context["ti"].xcom_push(key=FTS_SUBMITTED, value=[sub.to_dict() for sub in result.submitted])
+            self.defer(
+                trigger=Fts3JobsTrigger(
+                    job_ids=result.job_ids,
+                    fts3_conn_id=self.fts3_conn_id,
+                    poll_interval=self.trigger_poll_seconds,
+                    totals=dict(result.totals),
+                    timeout_seconds=self.fts_timeout_seconds,
+                ),
+                method_name="execute_transfers_complete",
+                timeout=timedelta(seconds=self.fts_timeout_seconds + 600),
+            )
+        wake_at = result.wake_at or datetime.now(UTC)
+        self.defer(
+            trigger=BlockActivityTrigger(
+                catalogue_conn_id=self.catalogue_conn_id,
+                data_type=settings.data_type.value,
+                block_id=self.block_id,
+                known_files=result.known_files,
+                known_open=result.known_open,
+                wake_at=wake_at.isoformat(),
+                poll_interval=self.trigger_poll_seconds,
+                totals=dict(result.totals),
+            ),
+            method_name="execute_complete",
+            # The trigger fires by wake_at itself; this bound only catches a triggerer that lost it.
+            timeout=max(wake_at - datetime.now(UTC), timedelta(0)) + timedelta(hours=1),
+        )
+        raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
 
     def _transfertool(self) -> Any:
         from rawflow_airflow.hooks.transfer import TransfertoolHook
@@ -107,194 +233,17 @@ class ReplicateBlockSiteOperator(BaseOperator):
             str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
         ).get_conn()
 
-    def _count(self, result: Any, totals: dict[str, Any]) -> None:
-        totals["copied"] += result.copied
-        totals["skipped"] += result.skipped
-        totals["bytes"] += result.bytes
-        totals["failed"] += len(result.failed)
-        for lfn, reason in list(result.failed.items())[:5]:
-            self.log.warning("%s → %s failed: %s", lfn, result.site, reason)
-
-    def _collect(
-        self, submitted: list[dict[str, Any]], catalogue: Any, sites: Any, storage: Any, totals: dict[str, Any]
-    ) -> None:
-        """Record the outcome of finished FTS3 jobs, then validate the replicas they wrote."""
-        from rawflow import replication
-
-        tool = self._transfertool()
-        for raw in submitted:
-            sub = replication.SubmittedChunk.from_dict(raw)
-            result = replication.collect_chunk(sub, catalogue=catalogue, transfertool=tool)
-            if result is None:  # the trigger saw them finish; a job still running here is a backend bug
-                raise RuntimeError(f"chunk {sub.chunk.key}: FTS3 jobs {sub.job_ids} not finished")
-            replication.validate_chunk(sub.chunk, catalogue=catalogue, sites=sites, storage=storage)
-            self._count(result, totals)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        return self._round(context, totals=None)
-
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.log.info("woken: %s", event)
-        totals = (event or {}).get("totals")
-        return self._round(context, totals=totals)
-
-    def execute_transfers_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """FTS3 jobs of the round are over: collect and validate on the worker, then carry on."""
-        self.log.info("FTS3 jobs finished: %s", (event or {}).get("jobs"))
-        submitted = context["ti"].xcom_pull(
-            task_ids=self.task_id, key=FTS_SUBMITTED, map_indexes=context["ti"].map_index
-        )
-        return self._round(context, totals=(event or {}).get("totals"), submitted=submitted or [])
-
-    # -- one round ---------------------------------------------------------------------------------------
-
-    def _round(
-        self, context: Any, totals: dict[str, Any] | None, submitted: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        from rawflow import replication
-        from rawflow.catalogue.base import utc_now
+    def _reconcile(self, catalogue: Any, storage: Any, sites: Any) -> None:
+        """Register files the Tier-0 holds that no announcement brought (the broker lost them)."""
         from rawflow.naming import DataType
-        from rawflow.planning import RetryPolicy
-        from rawflow.sites import load_sites
-        from rawflow.verify import site_reachable, verify_site
+        from rawflow.notify import LogNotifier
+        from rawflow.quarantine import Quarantine
+        from rawflow.receiver import Reconciler
         from rawflow_airflow.hooks.catalogue import CatalogueHook
-        from rawflow_airflow.hooks.storage import StorageHook
-        from rawflow_airflow.settings import sites_path
 
-        totals = dict(totals or {"rounds": 0, "copied": 0, "skipped": 0, "bytes": 0, "failed": 0})
-        totals["rounds"] += 1
-        data_type = DataType.parse(self.data_type)
-        sites = load_sites(self.sites_path or sites_path())
-        site = sites[self.site]
-        retry = RetryPolicy(
-            max_attempts=int(self.max_attempts),
-            backoff=timedelta(seconds=float(self.retransfer_backoff_seconds)),
+        quarantine = Quarantine(CatalogueHook(self.catalogue_conn_id).quarantine_url())
+        quarantine.create_schema()
+        report = Reconciler(catalogue, storage, sites, quarantine, LogNotifier(self.log)).reconcile_block(
+            DataType.parse(self.data_type), self.block_id
         )
-        catalogue = CatalogueHook(self.catalogue_conn_id).get_conn()
-        storage_hook = StorageHook(self.storage_conn_id)
-        storage = storage_hook.get_conn()
-        try:
-            now = utc_now()
-            close_at = datetime.fromisoformat(str(self.close_at))
-            block = catalogue.get_block(data_type, self.block_id)
-            if block is not None and block.is_open and now >= close_at:
-                catalogue.close_block(data_type, self.block_id)
-                self.log.info("block %s-%s closed (end of day + grace passed)", data_type.value, self.block_id)
-                block = catalogue.get_block(data_type, self.block_id)
-            # A block nobody registered a file into by its closing time is empty and closed.
-            closed = (block is not None and not block.is_open) or (block is None and now >= close_at)
-
-            plan = replication.plan_block(
-                catalogue, sites, data_type, self.block_id, only=[site.name], multihop=self.multihop, retry=retry
-            )
-            site_plan = plan.site(site.name)
-            reachable, why = site_reachable(storage, site) if site_plan.chunks else (True, None)
-            if submitted is not None:
-                self._collect(submitted, catalogue, sites, storage, totals)
-            elif not reachable:
-                # An outage is waited out; it must not use up the files' transfer attempts.
-                self.log.warning("%s unreachable, %d files wait: %s", site.name, site_plan.planned, why)
-            elif site_plan.chunks:
-                tool = self._transfertool()
-                self.log.info(
-                    "round %d: %d chunks, %d files to %s via %s",
-                    totals["rounds"],
-                    len(site_plan.chunks),
-                    site_plan.planned,
-                    site.name,
-                    tool.name,
-                )
-                if tool.name == "fts3":
-                    jobs = [
-                        replication.submit_chunk(
-                            c, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage
-                        )
-                        for c in site_plan.chunks
-                    ]
-                    job_ids = [j for sub in jobs for j in sub.job_ids]
-                    if job_ids:
-                        context["ti"].xcom_push(key=FTS_SUBMITTED, value=[sub.to_dict() for sub in jobs])
-                        self.defer(
-                            trigger=Fts3JobsTrigger(
-                                job_ids=job_ids,
-                                fts3_conn_id=self.fts3_conn_id,
-                                poll_interval=self.trigger_poll_seconds,
-                                totals=totals,
-                            ),
-                            method_name="execute_transfers_complete",
-                        )
-                    self._collect([sub.to_dict() for sub in jobs], catalogue, sites, storage, totals)
-                else:
-                    for chunk in site_plan.chunks:
-                        result = replication.replicate_chunk(
-                            chunk, catalogue=catalogue, sites=sites, transfertool=tool, storage=storage
-                        )
-                        replication.validate_chunk(chunk, catalogue=catalogue, sites=sites, storage=storage)
-                        self._count(result, totals)
-            if site.archive:
-                polled = replication.poll_archive(
-                    catalogue=catalogue, sites=sites, storage=storage, data_type=data_type, block_id=self.block_id
-                )
-                if polled.archived:
-                    self.log.info("%d files confirmed on tape", len(polled.archived))
-            progress = replication.block_status(catalogue, sites, data_type, self.block_id, retry=retry)[site.name]
-            if closed and reachable and progress.pending == 0 and not site.archive and not totals.get("verified"):
-                # Once closed, check every good replica once more: a file damaged on disk since its
-                # validation becomes BAD here and is retransferred by the following rounds.
-                verified = verify_site(catalogue, storage, site, data_type, self.block_id)
-                totals["verified"] = verified.unreachable == 0
-                if verified.bad:
-                    self.log.warning(
-                        "%d replicas at %s failed verification: %s", len(verified.bad), site.name, verified.bad
-                    )
-                    progress = replication.block_status(catalogue, sites, data_type, self.block_id, retry=retry)[
-                        site.name
-                    ]
-            self._record(catalogue, data_type, site.name, progress)
-            block = catalogue.get_block(data_type, self.block_id)
-            known_files = block.files if block is not None else 0
-            known_open = block.is_open if block is not None else True
-        finally:
-            catalogue.close()
-
-        summary = {**progress.to_dict(), **totals, "block": f"{data_type.value}-{self.block_id}"}
-        summary["reasons"] = dict(list(summary["reasons"].items())[:20])
-        self.log.info(
-            "%s at %s: %s — assigned %d, processed %d, problematic %d, pending %d",
-            summary["block"],
-            site.name,
-            progress.status,
-            progress.assigned,
-            progress.processed,
-            progress.problematic,
-            progress.pending,
-        )
-        if closed and progress.pending == 0:
-            if progress.problematic:
-                reasons = "; ".join(f"{lfn}: {why}" for lfn, why in list(progress.reasons.items())[:10])
-                raise BlockSiteProblematic(
-                    f"{summary['block']} at {site.name} is Problematic: {progress.problematic} of "
-                    f"{progress.assigned} files failed after {self.max_attempts} attempts — {reasons}"
-                )
-            return summary
-        # Not finished: sleep in the triggerer until something can change. New files or the block closing
-        # wake it at once; pending files (backoff, hops, tape migration) are looked at again after a while.
-        # Bad replicas become eligible again after the retransfer backoff: look no later than that.
-        recheck = min(self.recheck_seconds, float(self.retransfer_backoff_seconds))
-        wait = timedelta(seconds=self.archive_poll_seconds if site.archive else recheck)
-        wake_at = utc_now() + wait if progress.pending else close_at
-        if not closed:
-            wake_at = min(wake_at, close_at)
-        self.defer(
-            trigger=BlockActivityTrigger(
-                catalogue_conn_id=self.catalogue_conn_id,
-                data_type=data_type.value,
-                block_id=self.block_id,
-                known_files=known_files,
-                known_open=known_open,
-                wake_at=wake_at.isoformat(),
-                poll_interval=self.trigger_poll_seconds,
-                totals=totals,
-            ),
-            method_name="execute_complete",
-        )
+        self.log.info("reconciled before close: %s", report)

@@ -75,3 +75,15 @@ def get_timeseries(
 @router.get("/kafka", summary="Receiver consumer lag per partition, broker reachability, quarantine counts")
 def get_kafka(request: Request, _user: Reader) -> schemas.KafkaOut:
     return data.kafka(_sources(request))
+
+
+@router.get("/processing", summary="Keep-up processing per block and run: files converted, jobs by state, DQM")
+def get_processing(
+    request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
+) -> dict[str, Any]:
+    return data.processing(_sources(request), days)
+
+
+@router.get("/campaigns", summary="Production campaigns and analyses: status, files, processed %, jobs, failures")
+def get_campaigns(request: Request, _user: Reader) -> list[dict[str, Any]]:
+    return data.campaigns(_sources(request))

@@ -263,3 +263,29 @@ def _audits(store: MonitoringStore, block: str) -> dict[str, schemas.SiteAuditOu
         site: schemas.SiteAuditOut(**{k: v for k, v in row.items() if k != "block"})
         for site, row in AuditStore(store.engine).latest(block).items()
     }
+
+
+def processing(sources: Sources, days: int) -> dict[str, Any]:
+    """Keep-up processing per block and run (see rawflow.processing.status)."""
+    from rawflow.processing.status import processing_status
+
+    return processing_status(sources.store().engine, days=days).to_dict()
+
+
+def campaigns_folder() -> str:
+    """The ``rawflow_campaigns_dir`` Variable, else ``$RAWFLOW_CAMPAIGNS_DIR``, else the repository's folder."""
+    import os
+    from pathlib import Path
+
+    from airflow.sdk import Variable
+
+    value = Variable.get("rawflow_campaigns_dir", default=None) or os.environ.get("RAWFLOW_CAMPAIGNS_DIR")
+    return str(value) if value else str(Path(__file__).resolve().parents[3] / "config" / "campaigns")
+
+
+def campaigns(sources: Sources) -> list[dict[str, Any]]:
+    """The ProdSys table (see rawflow.processing.campaign_round.campaigns_overview)."""
+    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.processing.jobs import JobStore
+
+    return campaigns_overview(campaigns_folder(), JobStore(sources.store().engine))

@@ -165,3 +165,17 @@ def kafka_page(
     refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 30,
 ) -> HTMLResponse:
     return _render(request, "kafka.html", kafka=data.kafka(_sources(request)), refresh_seconds=refresh)
+
+
+@router.get("/processing", response_class=HTMLResponse)
+def processing_page(
+    request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
+) -> HTMLResponse:
+    return _render(request, "processing.html", status=data.processing(_sources(request), days), days=days)
+
+
+@router.get("/campaigns", response_class=HTMLResponse)
+def campaigns_page(request: Request, _user: Reader, name: str | None = None) -> HTMLResponse:
+    rows = data.campaigns(_sources(request))
+    chosen = next((r for r in rows if r["name"] == name), None) if name else None
+    return _render(request, "campaigns.html", rows=rows, chosen=chosen)

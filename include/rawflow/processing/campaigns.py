@@ -1,0 +1,343 @@
+"""Campaign steering files (production campaigns and user analyses): loading, validation and splitting.
+
+A campaign file is YAML validated against ``schemas/campaign.schema.json`` and then against what the schema
+cannot say (known sites, a step chain whose data types connect, a date range in order). Every mistake is ONE
+line naming the file, the field and the value (:class:`CampaignError`, a ConfigError), shown by
+``rawflow campaign check FILE`` and as the Airflow import error of that campaign's DAG.
+
+Splitters are pure functions with exact sub-job counts: by files (N per job), by run (one job per run), by
+parameters (one job per combination). Sub-job keys are deterministic — campaign + step + inputs (+ parameters)
+— so a re-run, a restart or a second DAG run never submits the same work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import cache
+from importlib.resources import files as resource_files
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from rawflow.errors import ConfigError, InvalidNameError
+from rawflow.naming import DataType, block_id_for, parse_block_id, parse_lfn
+
+SCHEMA_RESOURCE = "schemas/campaign.schema.json"
+PAYLOAD_INPUT: dict[str, DataType] = {"raw2rtraw": DataType.RAW, "rec": DataType.RTRAW, "dqm": DataType.RTRAW}
+
+
+class CampaignError(ConfigError):
+    """A steering file that does not validate: ``<file>: <field>=<value>: <reason>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    payload: str
+    output_data_type: DataType
+    parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Splitter:
+    by: str  # files | run | parameters
+    files_per_job: int = 1
+    parameters: Mapping[str, tuple[str | int | float | bool, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    name: str
+    kind: str
+    steps: tuple[Step, ...]
+    backend: str
+    splitter: Splitter
+    output_data_type: DataType
+    destinations: tuple[str, ...]
+    input_data_type: DataType | None = None
+    input_site: str | None = None
+    blocks: tuple[str, ...] = ()
+    first_day: date | None = None
+    last_day: date | None = None  # None with first_day: open-ended
+    query: Mapping[str, Any] = field(default_factory=dict)
+    site: str | None = None
+    priority: int = 5
+    max_attempts: int = 3
+    user: str | None = None
+    description: str = ""
+    source: str = "<campaign>"
+
+    @property
+    def dag_id(self) -> str:
+        return f"rawflow_campaign_{self.name}"
+
+    def input_blocks(self, today: date) -> list[str]:
+        """The blocks the campaign covers as of ``today`` (pure): listed blocks, or the date range up to today."""
+        if self.blocks:
+            return sorted(self.blocks)
+        if self.first_day is None:
+            return []
+        last = min(self.last_day or today, today)
+        days = (last - self.first_day).days
+        return [block_id_for(self.first_day + timedelta(days=i)) for i in range(days + 1)]
+
+    def wants(self, lfn: str) -> bool:
+        """Whether an input file matches the campaign's metadata query (pure)."""
+        parsed = parse_lfn(lfn).file
+        runs = self.query.get("runs")
+        if runs is not None and parsed.run_number not in runs:
+            return False
+        stream = self.query.get("stream")
+        return stream is None or parsed.stream_name == stream
+
+
+# --- loading and validation --------------------------------------------------------------------------------
+@cache
+def campaign_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(resource_files("rawflow").joinpath(SCHEMA_RESOURCE).read_text())
+    return schema
+
+
+def _path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top>"
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return value
+
+
+def _schema_error(source: str, error: jsonschema.ValidationError) -> CampaignError:
+    """One line from the most relevant schema error: the field's path, its value, and what was expected."""
+    path = _path(error.absolute_path)
+    instance: Any = error.instance
+    schema: Any = error.schema
+    validator_value: Any = error.validator_value
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        return CampaignError(source, f"{path}.{missing}" if error.absolute_path else missing, None, "missing")
+    if error.validator == "additionalProperties":
+        extra = sorted(set(instance) - set(schema.get("properties", {})))
+        field_name = f"{path}.{extra[0]}" if error.absolute_path and extra else (extra[0] if extra else path)
+        return CampaignError(source, field_name, _short(instance.get(extra[0])) if extra else None, "unknown field")
+    if error.validator == "enum":
+        expected = ", ".join(str(v) for v in validator_value)
+        return CampaignError(source, path, _short(error.instance), f"expected one of {expected}")
+    if error.validator == "oneOf" and path == "input":
+        return CampaignError(source, path, _short(error.instance), "give exactly one of blocks, date_range, query")
+    if error.validator == "pattern":
+        return CampaignError(source, path, _short(error.instance), f"does not match {error.validator_value}")
+    if error.validator == "type":
+        return CampaignError(source, path, _short(error.instance), f"expected {error.validator_value}")
+    reason = str(error.message).splitlines()[0]
+    if len(reason) > 120:
+        reason = reason[:117] + "..."
+    return CampaignError(source, path, _short(error.instance), reason)
+
+
+def _day(source: str, field_name: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise CampaignError(source, field_name, text, "not a date (YYYY-MM-DD)") from None
+
+
+def parse_campaign(document: Any, *, source: str, known_sites: Iterable[str] | None = None) -> Campaign:
+    """A validated :class:`Campaign` from a parsed YAML document (pure). ``known_sites``: check site names."""
+    if not isinstance(document, dict):
+        raise CampaignError(source, "<top>", _short(document), "expected a mapping of campaign fields")
+    validator_cls = jsonschema.validators.validator_for(campaign_schema())
+    errors = list(validator_cls(campaign_schema()).iter_errors(document))
+    if errors:
+        # The deepest error is the most specific: it names the field the author got wrong.
+        best = max(errors, key=lambda e: (len(e.absolute_path), e.validator != "oneOf"))
+        raise _schema_error(source, jsonschema.exceptions.best_match([best]) or best)
+
+    steps = tuple(
+        Step(
+            name=s["name"],
+            payload=s["payload"],
+            output_data_type=DataType(s["output_data_type"]),
+            parameters=dict(s.get("parameters") or {}),
+        )
+        for s in document["steps"]
+    )
+    names = [s.name for s in steps]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise CampaignError(source, f"steps[{i}].name", name, "the same step name twice")
+    raw_input = document.get("input") or {}
+    input_type = DataType(raw_input["data_type"]) if raw_input else None
+    # The chain must connect: each step reads what the one before wrote (the first reads the input).
+    reads = input_type
+    for i, step in enumerate(steps):
+        wanted = PAYLOAD_INPUT[step.payload]
+        if reads is not None and reads is not wanted:
+            raise CampaignError(source, f"steps[{i}].payload", step.payload, f"reads {wanted}, gets {reads}")
+        reads = step.output_data_type
+    output_type = DataType(document["output"]["data_type"])
+    if steps[-1].output_data_type is not output_type:
+        raise CampaignError(
+            source, "output.data_type", output_type.value, f"the last step writes {steps[-1].output_data_type}"
+        )
+    blocks: tuple[str, ...] = ()
+    for i, block in enumerate(raw_input.get("blocks") or []):
+        try:
+            parse_block_id(block)
+        except InvalidNameError:
+            raise CampaignError(source, f"input.blocks[{i}]", block, "not a day (YYYYMMDD)") from None
+        blocks += (block,)
+    first = last = None
+    if "date_range" in raw_input:
+        first = _day(source, "input.date_range.first", raw_input["date_range"]["first"])
+        if "last" in raw_input["date_range"]:
+            last = _day(source, "input.date_range.last", raw_input["date_range"]["last"])
+            if last < first:
+                raise CampaignError(source, "input.date_range.last", last.isoformat(), "before first")
+    splitter_doc = document["splitter"]
+    splitter = Splitter(
+        by=splitter_doc["by"],
+        files_per_job=int(splitter_doc.get("files_per_job", 1)),
+        parameters={k: tuple(v) for k, v in (splitter_doc.get("parameters") or {}).items()},
+    )
+    if known_sites is not None:
+        sites = set(known_sites)
+        checks = [("input.site", raw_input.get("site"))]
+        checks += [(f"output.destinations[{i}]", s) for i, s in enumerate(document["output"]["destinations"])]
+        for field_name, site in checks:
+            if site is not None and site not in sites:
+                raise CampaignError(source, field_name, site, f"unknown site (known: {', '.join(sorted(sites))})")
+    return Campaign(
+        name=document["name"],
+        kind=document["kind"],
+        steps=steps,
+        backend=document["backend"],
+        splitter=splitter,
+        output_data_type=output_type,
+        destinations=tuple(document["output"]["destinations"]),
+        input_data_type=input_type,
+        input_site=raw_input.get("site"),
+        blocks=blocks,
+        first_day=first,
+        last_day=last,
+        query=dict(raw_input.get("query") or {}),
+        site=document.get("site"),
+        priority=int(document.get("priority", 5)),
+        max_attempts=int(document.get("max_attempts", 3)),
+        user=document.get("user"),
+        description=str(document.get("description") or ""),
+        source=source,
+    )
+
+
+def load_campaign(path: str | Path, *, known_sites: Iterable[str] | None = None) -> Campaign:
+    """Read and validate one steering file; every mistake is one CampaignError line naming the file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CampaignError(source, "<file>", None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<yaml>"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CampaignError(source, where, None, f"not YAML: {problem}") from None
+    return parse_campaign(document, source=source, known_sites=known_sites)
+
+
+def campaign_files(folder: str | Path) -> list[Path]:
+    """The steering files of a folder (``*.yaml``/``*.yml``), sorted; a missing folder has none."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+# --- splitters (pure) ---------------------------------------------------------------------------------------
+def split_by_files(files: Sequence[str], files_per_job: int) -> list[tuple[str, ...]]:
+    """Sorted files in groups of ``files_per_job``: ceil(len / N) sub-jobs."""
+    if files_per_job < 1:
+        raise ValueError("files_per_job must be at least 1")
+    ordered = sorted(set(files))
+    return [tuple(ordered[i : i + files_per_job]) for i in range(0, len(ordered), files_per_job)]
+
+
+def split_by_run(files: Sequence[str]) -> list[tuple[str, ...]]:
+    """One sub-job per run (sorted by run), its files sorted."""
+    runs: dict[int, list[str]] = {}
+    for lfn in sorted(set(files)):
+        runs.setdefault(parse_lfn(lfn).file.run_number, []).append(lfn)
+    return [tuple(runs[run]) for run in sorted(runs)]
+
+
+def split_by_parameters(parameters: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """One combination per sub-job: the product of every parameter's values (names sorted)."""
+    names = sorted(parameters)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(parameters[n] for n in names))]
+
+
+@dataclass(frozen=True, slots=True)
+class SubJob:
+    key: str
+    step: str
+    inputs: tuple[str, ...]
+    parameters: Mapping[str, Any]
+
+
+def sub_job_key(campaign: str, step: str, inputs: Sequence[str], parameters: Mapping[str, Any]) -> str:
+    """Deterministic: campaign + step + input LFNs (+ parameters). Readable prefix, hashed identity."""
+    ident = json.dumps([campaign, step, sorted(inputs), sorted(parameters.items())], default=str)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:20]
+    return f"c.{campaign[:40]}.{step}.{digest}"
+
+
+def split(campaign: Campaign, step: Step, files: Sequence[str]) -> list[SubJob]:
+    """The sub-jobs of one step over ``files`` (pure; files outside the query are left out)."""
+    wanted = [f for f in files if campaign.wants(f)] if campaign.query else list(files)
+    splitter = campaign.splitter
+    if splitter.by == "run":
+        groups = split_by_run(wanted)
+        combos: list[dict[str, Any]] = [{}]
+    elif splitter.by == "files":
+        groups = split_by_files(wanted, splitter.files_per_job)
+        combos = [{}]
+    else:
+        groups = split_by_files(wanted, splitter.files_per_job) if wanted else [()]
+        combos = split_by_parameters(splitter.parameters)
+    return [
+        SubJob(key=sub_job_key(campaign.name, step.name, group, combo), step=step.name, inputs=group, parameters=combo)
+        for group in groups
+        for combo in combos
+    ]
+
+
+__all__ = [
+    "Campaign",
+    "CampaignError",
+    "Splitter",
+    "Step",
+    "SubJob",
+    "campaign_files",
+    "campaign_schema",
+    "load_campaign",
+    "parse_campaign",
+    "split",
+    "split_by_files",
+    "split_by_parameters",
+    "split_by_run",
+    "sub_job_key",
+]

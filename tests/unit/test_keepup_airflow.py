@@ -1,0 +1,67 @@
+"""The keep-up's Airflow adapters: the trigger's serialize() round trip and bounds, and the DAG's wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
+
+
+def _rebuild(trigger: ComputeJobsTrigger) -> ComputeJobsTrigger:
+    path, kwargs = trigger.serialize()
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    rebuilt: ComputeJobsTrigger = cls(**kwargs)
+    return rebuilt
+
+
+def test_trigger_serialize_round_trip() -> None:
+    trigger = ComputeJobsTrigger(
+        keys=["raw2rtraw-v1-abc.1", "rec-v1-def.2"],
+        compute_conn_id="pool",
+        poll_interval=3,
+        timeout_seconds=60,
+        max_failed_polls=4,
+        wake_at=None,
+    )
+    rebuilt = _rebuild(trigger)
+    assert rebuilt.serialize() == trigger.serialize()
+    assert rebuilt.keys == ["raw2rtraw-v1-abc.1", "rec-v1-def.2"]
+    assert rebuilt.max_failed_polls == 4 and rebuilt.timeout_seconds == 60.0
+
+
+async def _events(trigger: ComputeJobsTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_trigger_without_keys_sleeps_until_the_retry_and_yields_one_event() -> None:
+    wake = (datetime.now(UTC) + timedelta(seconds=0.2)).isoformat()
+    events = asyncio.run(_events(_rebuild(ComputeJobsTrigger(keys=[], wake_at=wake))))
+    assert len(events) == 1
+    assert events[0]["status"] == "wake" and events[0]["states"] == {}
+
+
+def test_trigger_gives_up_after_failed_polls() -> None:
+    # No such connection: every poll fails (the hook cannot build a backend); the bound ends the wait.
+    trigger = ComputeJobsTrigger(
+        keys=["k.1"], compute_conn_id="rawflow_no_such_conn", poll_interval=0.01, max_failed_polls=3
+    )
+    events = asyncio.run(_events(trigger))
+    assert len(events) == 1
+    assert events[0]["status"] == "poll_failed"
+    assert "3 polls in a row failed" in events[0]["message"]
+
+
+def test_keepup_dag_is_batched_and_data_driven() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder="dags/rawflow_keepup.py")
+    assert bag.import_errors == {}
+    dag = bag.dags.get("rawflow_keepup")
+    assert dag is not None
+    assert sorted(dag.task_ids) == ["blocks", "dqm", "raw2rtraw", "rec"]
+    assert [t.task_id for t in dag.get_task("raw2rtraw").downstream_list] == ["rec"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
