@@ -80,6 +80,16 @@ def test_jobs_run_as_the_pool_user_never_root(backend: HTCondorBackend) -> None:
     assert backend.collect([key])[key].report["payload_report"]["uid"] == 5001
 
 
+def test_a_report_longer_than_one_chirp_line_comes_back_whole(backend: HTCondorBackend) -> None:
+    """A DQM job over a run's files reports every input: far more than condor_chirp takes in one value (~5 KB)."""
+    key = f"long-{uuid.uuid4().hex[:8]}"
+    args = tuple(f"JUNO.{i:06d}.Physics.Global.di.rtraw" for i in range(300))
+    backend.submit([JobSpec(key=key, payload="echo", args=args)], batch=key)
+    assert wait_terminal(backend, [key])[key].state is JobState.DONE
+    outcome = backend.collect([key])[key]
+    assert outcome.report["payload_report"]["args"] == list(args)
+
+
 def test_job_removed_behind_our_back_is_detected(backend: HTCondorBackend, condor_pool: CondorPool) -> None:
     key = f"rm-{uuid.uuid4().hex[:8]}"
     cluster = backend.submit([JobSpec(key=key, payload="sleep", args=("120",))], batch=key)[0].backend_id

@@ -195,3 +195,19 @@ def test_job_wrapper_pure_parts(tmp_path: Path) -> None:
     assert job_wrapper.events_of(None, "x") is None
     assert job_wrapper.tail("é" * 5000).encode()[-10:] == ("é" * 5).encode()
     assert len(job_wrapper.tail("é" * 5000).encode()) <= 4096
+
+
+def test_a_long_report_is_recorded_in_parts_and_read_back_whole() -> None:
+    """condor_chirp refuses a command line over ~5 KB: a DQM report over 12 files was lost in one attribute."""
+    from rawflow.compute import htcondor_backend, job_wrapper
+
+    report = json.dumps({"inputs": [{"name": f"JUNO.{i:06d}.rtraw", "events": i} for i in range(400)]})
+    parts = job_wrapper.attr_parts("RawflowReport", report)
+    assert len(parts) > 1 and all(len(literal) <= job_wrapper.CHIRP_PART + 2 for _, literal in parts)
+    assert [name for name, _ in parts[:3]] == ["RawflowReport", "RawflowReport_1", "RawflowReport_2"]
+    assert set(htcondor_backend.RESULT_ATTRS) >= {name for name, _ in parts}
+    ad = {name: literal[1:-1] for name, literal in parts}
+    assert htcondor_backend._text_attr(ad, "RawflowReport") == report
+    assert job_wrapper.attr_parts("RawflowStdout", "") == [("RawflowStdout", '""')]
+    with pytest.raises(ValueError, match="over"):
+        job_wrapper.attr_parts("RawflowStdout", "x" * (job_wrapper.CHIRP_PART * job_wrapper.CHIRP_MAX_PARTS))

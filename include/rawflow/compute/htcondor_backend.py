@@ -35,7 +35,9 @@ T = TypeVar("T")
 WRAPPER = "/opt/rawflow/sw/bin/rawflow-job"
 KEY_ATTR = "RawflowKey"
 BATCH_ATTR = "RawflowBatch"
-RESULT_ATTRS = ("RawflowReport", "RawflowStdout", "RawflowStderr")
+RESULT_NAMES = ("RawflowReport", "RawflowStdout", "RawflowStderr")
+RESULT_MAX_PARTS = 64  # = job_wrapper.CHIRP_MAX_PARTS: a long value is recorded as Name, Name_1, …
+RESULT_ATTRS = tuple(name if i == 0 else f"{name}_{i}" for name in RESULT_NAMES for i in range(RESULT_MAX_PARTS))
 STATUS_ATTRS = (
     KEY_ATTR,
     "ClusterId",
@@ -201,6 +203,11 @@ def _text_attr(ad: Mapping[str, Any], name: str) -> str:
     raw = ad.get(name)
     if not isinstance(raw, str):
         return ""
+    for part in range(1, RESULT_MAX_PARTS):
+        piece = ad.get(f"{name}_{part}")
+        if not isinstance(piece, str):
+            break
+        raw += piece
     try:
         return base64.b64decode(raw, validate=True).decode("utf-8", "replace")
     except ValueError:

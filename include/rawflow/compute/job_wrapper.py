@@ -67,10 +67,26 @@ def classad_value(text: str) -> str:
     return '"' + base64.b64encode(text.encode("utf-8")).decode("ascii") + '"'
 
 
+CHIRP_PART = 4000
+"""Base64 characters per chirp call: condor_chirp refuses a command line longer than about 5 KB (a DQM report
+over 12 files did not fit in one), so a long value goes into Name, Name_1, Name_2, … (see attr_parts)."""
+CHIRP_MAX_PARTS = 64
+
+
+def attr_parts(name: str, value: str) -> list[tuple[str, str]]:
+    """The (attribute, ClassAd literal) pairs that carry ``value``: its base64 cut into CHIRP_PART pieces."""
+    encoded = classad_value(value)[1:-1]
+    pieces = [encoded[i : i + CHIRP_PART] for i in range(0, len(encoded), CHIRP_PART)] or [""]
+    if len(pieces) > CHIRP_MAX_PARTS:
+        raise ValueError(f"{name} is {len(encoded)} base64 characters, over {CHIRP_MAX_PARTS} × {CHIRP_PART}")
+    return [(name if i == 0 else f"{name}_{i}", f'"{piece}"') for i, piece in enumerate(pieces)]
+
+
 def chirp(name: str, value: str) -> None:
     try:
-        subprocess.run([CHIRP, "set_job_attr", name, classad_value(value)], timeout=60, check=True, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as exc:
+        for attr, literal in attr_parts(name, value):
+            subprocess.run([CHIRP, "set_job_attr", attr, literal], timeout=60, check=True, capture_output=True)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
         print(f"rawflow-job: could not record {name} in the job ad: {exc}", file=sys.stderr)
 
 
