@@ -8,6 +8,7 @@ API; the grid's pool is reached through its ``rawflow_compute`` Connection, as i
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rawflow.catalogue.base import ReplicaState
+from rawflow.compute.base import JobState
+from rawflow.compute.htcondor_backend import KEY_ATTR, HTCondorBackend, key_constraint
 from rawflow.grid import stack
 from rawflow.naming import DataType, block_id_for, derived_lfn
 from rawflow.processing.jobs import JobStore
 from rawflow.processing.planning import RAW2RTRAW, REC, JobPhase
-from tests.system.test_block_flow import Grid, _retry
+from tests.system.test_block_flow import Grid, _processes_of, _retry, _wait
 
 FILES = 6
 KEEPUP = "rawflow_keepup"
@@ -111,3 +114,112 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
     for task_id in ("raw2rtraw", "rec", "dqm"):
         result = grid.api.xcom(KEEPUP, run_id, task_id)
         assert result[block_id]["submitted"] == {}, (task_id, result)
+
+
+# Files of 256-512 KiB (the first test's are 16-64 KiB) keep the jobs running long enough to be caught; 12 of
+# them make the run's DQM report longer than one condor_chirp value (recorded in parts since).
+DRILL_FILES = 12
+
+
+def _condor_jobs_per_key(condor_config: str, keys: list[str]) -> dict[str, set[str]]:
+    """Per attempt key every HTCondor job (cluster.proc) carrying it, in the queue or the history: the
+    schedd's own record, read without the backend's "latest job per key" reduction."""
+    import htcondor2
+
+    os.environ["CONDOR_CONFIG"] = condor_config
+    htcondor2.reload_config()
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    constraint = key_constraint(keys)
+    projection = [KEY_ATTR, "ClusterId", "ProcId"]
+    ads = list(schedd.query(constraint=constraint, projection=projection))
+    ads += list(schedd.history(constraint, projection, match=-1))
+    jobs: dict[str, set[str]] = {}
+    for ad in ads:
+        jobs.setdefault(str(ad[KEY_ATTR]), set()).add(f"{ad['ClusterId']}.{ad['ProcId']}")
+    return jobs
+
+
+def test_triggerer_killed_while_keepup_jobs_run_run_completes_nothing_submitted_twice(grid: Grid) -> None:
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    block_id = block_id_for(day)
+    home = str(grid.state.values["airflow_home"])
+    condor_config = str(grid.state.values["condor_config"])
+    files = grid.announce(day, count=DRILL_FILES, sizes=(256 * 1024, 512 * 1024))
+    raws = sorted(lfn for lfn, _ in files)
+    grid.wait_registered(day, DRILL_FILES)
+
+    # Wait for a keep-up stage deferred on ComputeJobsTrigger while HTCondor still runs (or queues) its jobs.
+    store = JobStore(str(grid.state.values["catalogue_url"]))
+    backend = HTCondorBackend(condor_config=condor_config, timeout=30)
+    caught: dict[str, str] = {}
+    try:
+
+        def deferred_with_jobs_running() -> bool:
+            for run in grid.api.runs(KEEPUP):
+                if run.get("state") != "running":
+                    continue
+                deferred = [
+                    ti["task_id"]
+                    for ti in grid.api.task_instances(KEEPUP, run["dag_run_id"])
+                    if ti["state"] == "deferred" and ti["task_id"] in ("raw2rtraw", "rec")
+                ]
+                keys = [j.backend_key for j in store.list_jobs(block_id=block_id) if j.state.active]
+                live = {
+                    k: s.state for k, s in backend.poll(keys).items() if s.state in (JobState.QUEUED, JobState.RUNNING)
+                }
+                if deferred and JobState.RUNNING in live.values():
+                    caught.update(run_id=run["dag_run_id"], task_id=deferred[0], unfinished=str(len(live)))
+                    return True
+            return False
+
+        _wait(deferred_with_jobs_running, "a keep-up stage deferred while its HTCondor jobs run", timeout=240)
+        triggerers = _processes_of(home, "airflow triggerer")
+        assert triggerers, "the standalone triggerer process was not found"
+        for pid in triggerers:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        grid.state.start_triggerer()
+        print(
+            f"drill: killed triggerer {triggerers} with {caught['task_id']} deferred, {caught['unfinished']} jobs unfinished"
+        )
+
+        # The replacement triggerer takes the wait over: the run completes without the dead one.
+        run_id = caught["run_id"]
+        assert grid.api.wait_runs(KEEPUP, [run_id], timeout=360)[run_id] == "success"
+        print(f"drill: run {run_id} succeeded {time.monotonic() - killed_at:.0f}s after the kill")
+        # Runs queued behind it (later registrations' Asset events) finish too, with nothing to do.
+        deadline = time.monotonic() + 180
+        while pending := [r for r in grid.api.runs(KEEPUP) if r.get("state") in ("queued", "running")]:
+            assert time.monotonic() < deadline, pending
+            time.sleep(2)
+        assert {r["dag_run_id"]: r["state"] for r in grid.api.runs(KEEPUP) if r["state"] != "success"} == {}
+
+        # Every RAW file has exactly one RTRAW child, and it exactly one ESD child; each registered once.
+        rtraws = [derived_lfn(lfn, DataType.RTRAW) for lfn in raws]
+        esds = [derived_lfn(lfn, DataType.ESD) for lfn in rtraws]
+        catalogue = grid.catalogue()
+        try:
+            assert catalogue.children(raws, DataType.RTRAW) == {lfn: [rt] for lfn, rt in zip(raws, rtraws, strict=True)}
+            assert catalogue.children(rtraws, DataType.ESD) == {rt: [e] for rt, e in zip(rtraws, esds, strict=True)}
+            assert catalogue.query_files(Block=block_id, Type="RTRAW") == sorted(rtraws)
+            assert catalogue.query_files(Block=block_id, Type="ESD") == sorted(esds)
+        finally:
+            catalogue.close()
+
+        # One job row per (payload, input), each done on its first attempt, and HTCondor ran exactly one job
+        # per attempt key: the takeover resubmitted nothing.
+        jobs = [j for j in store.list_jobs(block_id=block_id) if j.payload in (RAW2RTRAW, REC)]
+        assert sorted((j.payload, j.inputs[0]) for j in jobs) == sorted(
+            [(RAW2RTRAW, lfn) for lfn in raws] + [(REC, rt) for rt in rtraws]
+        )
+        assert {(j.state, j.attempts) for j in jobs} == {(JobPhase.DONE, 1)}, [
+            (j.key, j.state, j.attempts) for j in jobs
+        ]
+        outputs = [out for j in jobs for out in j.outputs]
+        assert sorted(outputs) == sorted(rtraws + esds)
+        all_keys = [j.backend_key for j in store.list_jobs(block_id=block_id)]
+        per_key = _condor_jobs_per_key(condor_config, all_keys)
+        assert {k: len(v) for k, v in per_key.items()} == dict.fromkeys(all_keys, 1), per_key
+    finally:
+        backend.close()
+        store.close()
