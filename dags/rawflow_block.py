@@ -33,14 +33,18 @@ def block_dag(data_type: str) -> None:
     )
     def rawflow_block() -> None:
         @task
-        def targets(dag_run: Any = None, dag: Any = None) -> list[str]:
-            from rawflow_airflow.tasks import block_targets
+        def targets(dag_run: Any = None, dag: Any = None, ti: Any = None) -> list[str]:
+            from rawflow_airflow.policies import QUEUES_XCOM_KEY
+            from rawflow_airflow.tasks import block_target_queues, block_targets
 
             # `rawflow block retransfer --site SE` triggers a run with conf {"sites": [SE]}.
-            return block_targets(
+            names = block_targets(
                 only=(dag_run.conf or {}).get("sites") if dag_run else None,
                 timezone=dag.timetable.timezone_name if dag is not None else None,
             )
+            # Each site's Celery queue, same order: the cluster policy (policies.py) routes its replicate there.
+            ti.xcom_push(key=QUEUES_XCOM_KEY, value=block_target_queues(names))
+            return names
 
         replicate = ReplicateBlockSiteOperator.partial(
             task_id="replicate", data_type=data_type, pool="rawflow_transfers", map_index_template="{{ task.site }}"

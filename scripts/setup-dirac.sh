@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RAWFLOW_DIRAC_VENV:-$(pwd)/.venv-dirac}
-PY=${RAWFLOW_DIRAC_PYTHON_BIN:-/usr/bin/python3.11}
+# Resolved on CPython 3.11 (Debian 12); elsewhere (Debian 13) the system Python.
+PY=${RAWFLOW_DIRAC_PYTHON_BIN:-$(command -v python3.11 || echo /usr/bin/python3)}
 DIRAC_VERSION=9.1.22
 CONSTRAINTS=$(cat <<'PINS'
 aiohappyeyeballs==2.7.1

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RAWFLOW_RUCIO_VENV:-$(pwd)/.venv-rucio}
-PY=${RAWFLOW_RUCIO_PYTHON:-/usr/bin/python3.11}
+# Its pins were resolved on CPython 3.11 (Debian 12); elsewhere the system Python.
+PY=${RAWFLOW_RUCIO_PYTHON:-$(command -v python3.11 || echo /usr/bin/python3)}
 PACKAGES=("rucio[postgresql]==41.5.1" "gunicorn==23.0.0" "pymemcache==4.0.0")
 # Every transitive dependency pinned as resolved and tested (pip freeze of a working .venv-rucio).
 CONSTRAINTS=$(cat <<'PINS'

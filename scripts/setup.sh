@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything Rawflow needs on Debian 12 (root, no Docker). Idempotent: a second run only checks.
+# Install everything Rawflow needs on Debian 12 or 13 (root, no Docker). Idempotent: a second run only checks.
 #   scripts/setup.sh           runtime + test tools
 #   RAWFLOW_WITH_RUCIO=1 ...   also the Rucio server venv the catalogue tests start
 #   RAWFLOW_WITH_CONDOR=1 ...  also the local HTCondor pool's chroot (always with RAWFLOW_SETUP_TESTS=1;
@@ -10,11 +10,14 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${RAWFLOW_VENV:-$ROOT/.venv}
 
+# gfal2's Python binding (python3-gfal2) is built for the system's CPython: 3.11 on Debian 12, 3.13 on
+# Debian 13. The venv uses that interpreter, whichever it is.
+PYVER=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null || echo 3.11)
 APT_PACKAGES=(
   xrootd-server xrootd-client xrootd-server-plugins xrootd-scitokens-plugins
   gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock
-  davix gfal2-util-scripts python3.11 python3.11-venv python3.11-dev build-essential swig libssl-dev
-  openssl memcached postgresql postgresql-contrib procps psmisc curl make git
+  davix gfal2-util-scripts "python$PYVER" "python$PYVER-venv" "python$PYVER-dev" build-essential swig libssl-dev
+  openssl memcached postgresql postgresql-contrib redis-server procps psmisc curl make git
 )
 # Only the test suite needs a browser (UI tests in headless Chromium).
 [ "${RAWFLOW_SETUP_TESTS:-0}" = 1 ] && APT_PACKAGES+=(chromium)
@@ -30,8 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# gfal2's Python binding is built for Debian's CPython 3.11: the venv uses that interpreter.
-PY=/usr/bin/python3.11
+PY=/usr/bin/python$PYVER
 stamp="$VENV/.rawflow-installed"
 want=$(cat requirements.txt requirements.lock include/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ]; then
@@ -46,7 +48,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 # Link only the gfal2 extension into the venv (all of dist-packages would leak Debian's packages in).
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-ln -sf /usr/lib/python3/dist-packages/gfal2.cpython-311-x86_64-linux-gnu.so "$site/"
+tag=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+gfal2_so=/usr/lib/python3/dist-packages/gfal2$tag
+[ -e "$gfal2_so" ] || { echo "setup: $gfal2_so missing: python3-gfal2 is not built for Python $PYVER" >&2; exit 1; }
+ln -sf "$gfal2_so" "$site/"
 "$VENV/bin/python" -c 'import gfal2, airflow, rawflow' || { echo "setup: import check failed" >&2; exit 1; }
 
 if [ "${RAWFLOW_WITH_RUCIO:-0}" = 1 ]; then

@@ -1,6 +1,7 @@
 """The ``rawflow`` command: the local grid and operations.
 
 rawflow grid up [--no-airflow] [--no-condor] [--condor-cpus N] [--postgres private|URL] [--api-port N]
+                [--executor local|celery] [--broker redis|URL] [--workers N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
@@ -175,6 +176,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     var_dir = Path(args.var).resolve() if args.var else None
     if args.action == "up":
+        try:
+            stack.check_scale_out(args.executor, args.broker, args.workers)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         state = stack.up(
             var_dir,
             airflow=not args.no_airflow,
@@ -182,6 +187,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             condor=not args.no_condor,
             condor_cpus=args.condor_cpus,
+            executor=args.executor,
+            broker=args.broker,
+            workers=args.workers,
         )
         print(f"grid up: {len(state.components)} processes; state in {state.state_file}")
         return 0
@@ -1055,6 +1063,17 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--condor-cpus", type=int, default=4, help="slots of the local HTCondor pool (default 4)")
     grid.add_argument("--postgres", help="'private' (start one) or a server URL; default: SQLite")
     grid.add_argument("--api-port", type=int, default=8080, help="Airflow UI/API port if free (default 8080)")
+    grid.add_argument(
+        "--executor",
+        choices=("local", "celery"),
+        default="local",
+        help="local: airflow standalone; celery: scheduler, DAG processor, triggerer, API server and Celery "
+        "workers as separate processes, on Postgres (private unless --postgres URL)",
+    )
+    grid.add_argument(
+        "--broker", default="redis", help="Celery broker: 'redis' (a private one) or a redis:// or amqp:// URL"
+    )
+    grid.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
     _add_output_options(grid)
     grid.set_defaults(func=cmd_grid)
 

@@ -27,7 +27,8 @@ from rawflow.naming import day_zone, pfn_for
 SUPPORTED_SCHEMES = ("root", "davs", "https", "file", "mock")
 SUPPORTED_CHECKSUMS = ("adler32",)
 _SITE_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]*")
-_SITE_KEYS = {"role", "tier0", "archive", "url_prefix", "share", "via"}
+_SITE_KEYS = {"role", "tier0", "archive", "url_prefix", "share", "via", "queue"}
+_QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _POLICY_KEYS = {"shares", "archive"}
 _TOP_KEYS = ("checksum", "timezone", "sites", "policies")
 
@@ -41,6 +42,8 @@ class Site:
     tier0: bool = False
     archive: bool = False
     via: tuple[str, ...] = ()
+    # The Celery queue its transfers run on (workers near the site or inside its firewall); None: the default.
+    queue: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -90,6 +93,11 @@ class SitesConfig:
     @property
     def archive(self) -> Site:
         return next(s for s in self.sites.values() if s.archive)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The Celery queues the sites name (besides the default one), in policy order."""
+        return tuple(dict.fromkeys(s.queue for s in self.sites.values() if s.queue))
 
     @property
     def destinations(self) -> list[Site]:
@@ -153,6 +161,8 @@ def _as_raw(sites: Mapping[str, Site]) -> dict[str, dict[str, Any]]:
             entry["share"] = str(s.share)
         if s.via:
             entry["via"] = list(s.via)
+        if s.queue:
+            entry["queue"] = s.queue
         raw[name] = entry
     return raw
 
@@ -203,6 +213,11 @@ def _parse_site(source: str, name: object, raw: object) -> Site:
     via = raw.get("via", [])
     if not isinstance(via, list) or not all(isinstance(v, str) for v in via):
         raise ConfigError(source, f"sites.{name}.via", via, "must be a list of site names")
+    queue = raw.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not _QUEUE_NAME.fullmatch(queue)):
+        raise ConfigError(
+            source, f"sites.{name}.queue", queue, "a Celery queue name: lower-case letters, digits, '_', '.', '-'"
+        )
     site = Site(
         name=name,
         role=role,
@@ -211,6 +226,7 @@ def _parse_site(source: str, name: object, raw: object) -> Site:
         tier0=bool(raw.get("tier0", False)),
         archive=bool(raw.get("archive", False)),
         via=tuple(via),
+        queue=queue,
     )
     if site.tier0 and role != "disk":
         raise ConfigError(source, f"sites.{name}.role", role, "the tier0 site must be a disk site")

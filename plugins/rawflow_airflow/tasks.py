@@ -35,6 +35,15 @@ def block_targets(
     return names
 
 
+def block_target_queues(names: list[str], sites_path: str | None = None) -> list[str]:
+    """The Celery queue of each target site, in the same order ("" = the default queue)."""
+    from rawflow.sites import load_sites
+    from rawflow_airflow.settings import sites_path as configured_sites_path
+
+    sites = load_sites(sites_path or configured_sites_path())
+    return [sites.sites[name].queue or "" for name in names]
+
+
 def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflow_catalogue") -> dict[str, Any]:
     """Assigned / Processed / Problematic per site for the block, as the shifters' transfer monitor shows it."""
     from rawflow import replication

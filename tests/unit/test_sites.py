@@ -132,3 +132,22 @@ def test_bad_policy_is_one_line(policies: Any, field: str) -> None:
         validate_sites(raw)
     assert field in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_site_queue_validated_and_round_tripped() -> None:
+    import pytest as _pytest
+
+    from rawflow.errors import ConfigError
+    from rawflow.sites import default_sites_path, load_sites, validate_sites
+
+    raw = load_sites(default_sites_path()).to_raw()
+    name = next(n for n, s in raw["sites"].items() if s.get("share"))
+    raw["sites"][name]["queue"] = "near-cnaf"
+    cfg = validate_sites(raw)
+    assert cfg.sites[name].queue == "near-cnaf" and cfg.queues == ("near-cnaf",)
+    assert validate_sites(cfg.to_raw()).sites[name].queue == "near-cnaf"
+    assert all(s.queue is None for n, s in cfg.sites.items() if n != name)
+    for bad in ("Near CNAF", "", 7, "-x"):
+        raw["sites"][name]["queue"] = bad
+        with _pytest.raises(ConfigError, match=f"sites.{name}.queue"):
+            validate_sites(raw)

@@ -11,8 +11,9 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +184,146 @@ def start_standalone(env: Mapping[str, str], ports: AirflowPorts, log: Path, tim
         ready=lambda: healthy(ports),
         timeout=timeout,
     )
+
+
+# --- CeleryExecutor: the components as separate processes (``rawflow grid up --executor celery``) -------------
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class CeleryPlan:
+    """How many Celery workers, on which broker, serving which queues besides the default one."""
+
+    broker_url: str
+    workers: int = 2
+    queues: tuple[str, ...] = ()
+    concurrency: int = 4
+
+    def worker_queues(self) -> str:
+        return ",".join(dict.fromkeys((DEFAULT_QUEUE, *self.queues)))
+
+
+def celery_settings(*, broker_url: str, airflow_db: str, concurrency: int) -> dict[str, str]:
+    """The Airflow settings of a Celery grid (environment form; ``write_airflow_cfg`` puts them in the file)."""
+    if not airflow_db.startswith("postgresql"):
+        raise ValueError(f"the CeleryExecutor needs a Postgres metadata database, not {airflow_db.split(':')[0]!r}")
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        # Task states go back through the metadata database (no second store to run).
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{airflow_db}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
+        # One task per free slot: a worker does not hoard queued copies another idle worker could run.
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+        # A message a dead worker had taken is handed out again after 10 minutes, not Airflow's default day.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "600",
+        # A task whose worker died stops heart-beating (a live one beats every few seconds): fail it, then
+        # retry it on another worker, after 30 s rather than Airflow's 5 minutes.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    }
+
+
+def api_ready(ports: AirflowPorts) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.api}/api/v2/monitor/health", timeout=2) as resp:
+            return bool(json.load(resp))
+    except (OSError, ValueError):
+        return False
+
+
+def _log_says(log: Path, text: str) -> bool:
+    try:
+        return text in log.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def supervised(argv: list[str], max_restarts: int = 10) -> list[str]:
+    """``argv`` run under the grid's own supervisor (restarted when it dies)."""
+    return [sys.executable, "-m", "rawflow.grid.supervise", "--max-restarts", str(max_restarts), "--", *argv]
+
+
+def start_celery_components(
+    env: Mapping[str, str],
+    ports: AirflowPorts,
+    plan: CeleryPlan,
+    grid_dir: Path,
+    record: Callable[[str, Daemon, str], None],
+    timeout: float = 180,
+) -> None:
+    """Scheduler (supervised), DAG processor, triggerer, API server and ``plan.workers`` Celery workers, each
+    its own process group, each handed to ``record(name, daemon, endpoint)`` as soon as it runs (so that a
+    later failure still stops it); returns once the health endpoint reports every component healthy.
+    """
+    airflow = airflow_bin()
+    for name, argv in (
+        ("scheduler", supervised([airflow, "scheduler"])),
+        ("dag-processor", [airflow, "dag-processor"]),
+        ("triggerer", [airflow, "triggerer"]),
+    ):
+        daemon = start_daemon(name, argv, log=grid_dir / f"{name}.log", env=env, ready=lambda: True)
+        record(name, daemon, "(supervised: restarted when it dies)" if name == "scheduler" else "")
+    api = start_daemon(
+        "api-server",
+        [airflow, "api-server", "--port", str(ports.api), "--host", "127.0.0.1"],
+        log=grid_dir / "api-server.log",
+        env=env,
+        ready=lambda: api_ready(ports),
+        timeout=timeout,
+    )
+    record("api-server", api, f"http://127.0.0.1:{ports.api}")
+    for index in range(1, plan.workers + 1):
+        name = f"celery-worker-{index}"
+        log = grid_dir / f"{name}.log"
+        # Each worker serves its task logs on its own port (two on one host would collide).
+        worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        daemon = start_daemon(
+            name,
+            [
+                airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--queues",
+                plan.worker_queues(),
+                "--concurrency",
+                str(plan.concurrency),
+                "--pid",
+                str(grid_dir / f"{name}.pid"),
+                "--without-gossip",
+            ],
+            log=log,
+            env=worker_env,
+            ready=lambda log=log: _log_says(log, " ready."),  # type: ignore[misc]
+            timeout=timeout,
+        )
+        record(name, daemon, f"queues {plan.worker_queues()}")
+    deadline = time.monotonic() + timeout
+    while not healthy(ports):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Airflow components not healthy after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+LOCAL_SETTINGS = '''"""Written by `rawflow grid up --executor celery`: Airflow's cluster policy routing each site's transfers to the
+Celery queue its site names (rawflow_airflow/policies.py). Airflow imports it from $AIRFLOW_HOME/config."""
+
+from rawflow_airflow.policies import task_instance_mutation_hook
+
+__all__ = ["task_instance_mutation_hook"]
+'''
+
+
+def write_local_settings(home: Path, *, celery: bool) -> None:
+    """Install the queue-routing cluster policy for a Celery grid only; a standalone grid (LocalExecutor, which
+    ignores queues) keeps Airflow's no-op policy, so its task-instance creation path is Airflow's default."""
+    path = home / "config" / "airflow_local_settings.py"
+    if celery:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(LOCAL_SETTINGS)
+    else:
+        path.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from rawflow.grid.process import (
 from rawflow.sites import default_sites_path, load_sites
 
 if TYPE_CHECKING:
+    from rawflow.grid.airflow import CeleryPlan
     from rawflow.grid.xrootd import LocalSites
 
 REPO = Path(__file__).resolve().parents[3]
@@ -158,9 +159,18 @@ def up(
     condor: bool = True,
     condor_cpus: int = 4,
     progress: Callable[[str], None] = print,
+    executor: str = "local",
+    broker: str = "redis",
+    workers: int = 2,
 ) -> GridState:
     """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL.
-    ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots."""
+    ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots.
+    ``executor``: "local" (``airflow standalone``) or "celery": Airflow's components as separate processes with
+    ``workers`` Celery workers on ``broker`` ("redis": a private one, or a redis:// or amqp:// URL) and Postgres
+    (a private one unless ``postgres`` names a server)."""
+    scale = _scale_out(executor, broker, workers)
+    if scale is not None and not postgres:
+        postgres = "private"
     var_dir = (var_dir or default_var_dir()).resolve()
     state = GridState.load(var_dir)
     running = {n for n, c in state.components.items() if pid_alive(int(c["pid"]))}
@@ -177,7 +187,17 @@ def up(
     try:
         with grid_marker(grid_id):
             _start_all(
-                state, var_dir, secret, airflow, postgres, api_port, transfer_backend, condor, condor_cpus, progress
+                state,
+                var_dir,
+                secret,
+                airflow,
+                postgres,
+                api_port,
+                transfer_backend,
+                condor,
+                condor_cpus,
+                progress,
+                scale,
             )
     except BaseException:
         progress("start failed: stopping what was started")
@@ -214,6 +234,7 @@ def _start_all(
     condor: bool,
     condor_cpus: int,
     progress: Callable[[str], None],
+    scale: ScaleOut | None = None,
 ) -> None:
     from rawflow.grid.broker import start_broker
     from rawflow.grid.xrootd import start_sites
@@ -274,7 +295,7 @@ def _start_all(
         else:
             admin_url = postgres
         catalogue_url = create_database(admin_url, prefix="rawflow_catalogue")
-        airflow_db = with_driver(create_database(admin_url, prefix="rawflow_airflow"), "postgresql+psycopg2")
+        airflow_db = with_driver(create_database(admin_url, prefix="rawflow_airflow"), "psycopg2")
 
     state.values = {
         "grid_id": state.values["grid_id"],
@@ -296,7 +317,7 @@ def _start_all(
     state.values.pop("fts3_token")
     state.save()
     if airflow:
-        _start_airflow(state, airflow_db, api_port, progress)
+        _start_airflow(state, airflow_db, api_port, progress, scale)
 
 
 def _sites_dir(grid_dir: Path) -> Path:
@@ -320,16 +341,25 @@ def _sites_dir(grid_dir: Path) -> Path:
     return fallback
 
 
-def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, progress: Callable[[str], None]) -> None:
+def _start_airflow(
+    state: GridState,
+    airflow_db: str,
+    api_port: int | None,
+    progress: Callable[[str], None],
+    scale: ScaleOut | None = None,
+) -> None:
     import subprocess
 
     from rawflow.grid.airflow import (
         AirflowPorts,
         airflow_env,
+        celery_settings,
         ensure_admin_password,
         migrate_db,
+        start_celery_components,
         start_standalone,
         write_airflow_cfg,
+        write_local_settings,
     )
 
     home = state.var_dir / "airflow"
@@ -337,19 +367,19 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
     # The block timetable's day boundary is the site policy's receiving-day zone; as Airflow's default zone too,
     # a plain date given to the CLI (`backfill create --from-date 2026-11-01`) is that day's local midnight.
     zone = load_sites(state.values["sites_path"]).timezone
-    env = airflow_env(
-        home=home,
-        repo=REPO,
-        ports=ports,
-        database_url=airflow_db,
-        extra={"AIRFLOW__RAWFLOW__RECEIVING_DAY_TIMEZONE": zone, "AIRFLOW__CORE__DEFAULT_TIMEZONE": zone},
-    )
+    extra = {"AIRFLOW__RAWFLOW__RECEIVING_DAY_TIMEZONE": zone, "AIRFLOW__CORE__DEFAULT_TIMEZONE": zone}
+    plan = None
+    if scale is not None:
+        plan = _start_celery_broker(state, scale, progress)
+        extra.update(celery_settings(broker_url=plan.broker_url, airflow_db=airflow_db, concurrency=plan.concurrency))
+    env = airflow_env(home=home, repo=REPO, ports=ports, database_url=airflow_db, extra=extra)
     password = ensure_admin_password(home)
     progress("migrating the Airflow database")
     migrate_db(env, state.grid_dir / "airflow-migrate.log")
     # After the migration (which generates the file with its secrets on a first start): the same settings as the
     # standalone process, so Airflow's own CLI works by hand with AIRFLOW_HOME=var/airflow.
     write_airflow_cfg(env)
+    write_local_settings(home, celery=plan is not None)
     progress("loading airflow_settings.yaml (connections, variables, pools)")
     values_file = state.grid_dir / "settings-values.json"
     values_file.write_text(json.dumps({**state.values, **state.secrets()}))
@@ -367,10 +397,21 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
         check=True,
     )
     values_file.unlink()
-    progress("starting airflow standalone (scheduler, dag-processor, triggerer, API server)")
-    daemon = start_standalone(env, ports, state.grid_dir / "airflow.log")
     url = f"http://127.0.0.1:{ports.api}"
-    state.add("airflow", daemon, endpoint=url, airflow_home=str(home))
+    if plan is None:
+        progress("starting airflow standalone (scheduler, dag-processor, triggerer, API server)")
+        daemon = start_standalone(env, ports, state.grid_dir / "airflow.log")
+        state.add("airflow", daemon, endpoint=url, airflow_home=str(home))
+    else:
+        progress(
+            f"starting Airflow on Celery: scheduler, dag-processor, triggerer, API server, {plan.workers} worker(s)"
+        )
+
+        def record(name: str, daemon: Daemon, endpoint: str) -> None:
+            state.add(name, daemon, endpoint=endpoint, airflow_home=str(home))
+
+        start_celery_components(env, ports, plan, state.grid_dir, record)
+        state.values["executor"] = "celery"
     state.values.update(
         {
             "airflow_url": url,
@@ -384,6 +425,52 @@ def _start_airflow(state: GridState, airflow_db: str, api_port: int | None, prog
     progress(f"Airflow UI: {url}  login: admin / {password}")
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleOut:
+    """``grid up --executor celery``: the broker ("redis" = a private one, or a URL) and the worker count."""
+
+    broker: str
+    workers: int
+
+
+def check_scale_out(executor: str, broker: str, workers: int) -> None:
+    """Raise ValueError (one line) for a bad ``--executor``/``--broker``/``--workers`` before anything starts."""
+    _scale_out(executor, broker, workers)
+
+
+def _scale_out(executor: str, broker: str, workers: int) -> ScaleOut | None:
+    if executor == "local":
+        return None
+    if executor != "celery":
+        raise ValueError(f"executor must be 'local' or 'celery', not {executor!r}")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    if broker == "rabbitmq":
+        raise ValueError("--broker rabbitmq needs the server's URL (amqp://user:password@host:5672/vhost)")
+    if broker != "redis" and not broker.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+        raise ValueError(f"--broker must be 'redis' or a redis:// or amqp:// URL, not {broker!r}")
+    return ScaleOut(broker=broker, workers=workers)
+
+
+def _start_celery_broker(state: GridState, scale: ScaleOut, progress: Callable[[str], None]) -> CeleryPlan:
+    """The broker (a private Redis unless a URL was given) and the worker plan: the default queue plus every
+    site's own queue (sites.yaml ``queue:``)."""
+    from rawflow.grid.airflow import CeleryPlan
+
+    broker_url = scale.broker
+    if scale.broker == "redis":
+        from rawflow.grid.redis import start_redis
+
+        progress("starting a private Redis (Celery broker)")
+        redis = start_redis(state.grid_dir / "redis")
+        state.add("redis", redis.daemon, endpoint=f"127.0.0.1:{redis.port}", data_dir=str(redis.data_dir))
+        broker_url = redis.url
+    sites = load_sites(state.values["sites_path"])
+    queues = sites.queues
+    state.values["celery_broker"] = "redis (private)" if scale.broker == "redis" else "external"
+    return CeleryPlan(broker_url=broker_url, workers=scale.workers, queues=queues)
+
+
 def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print) -> list[str]:
     """Stop every recorded part by its process group, then every process still carrying the grid's marker
     (task processes and TPC helpers that left their group); returns the names stopped."""
@@ -392,7 +479,7 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     # Everything the grid started, taken before any parent dies (an orphan loses its ancestry).
     processes = grid_processes(state.grid_id, [int(c["pid"]) for c in state.components.values()])
     # Airflow first (it talks to the others), then the rest in reverse start order.
-    names = sorted(state.components, key=lambda n: (n != "airflow", -list(state.components).index(n)))
+    names = sorted(state.components, key=lambda n: (n not in _AIRFLOW_FIRST, -list(state.components).index(n)))
     for name in names:
         pid = int(state.components[name]["pid"])
         if name == "condor":
@@ -414,6 +501,12 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     state.components = {}
     state.save()
     return stopped
+
+
+# Stopped before the rest: they talk to the others (a Celery worker would otherwise see its broker vanish).
+_AIRFLOW_FIRST = frozenset(
+    {"airflow", "api-server", "scheduler", "dag-processor", "triggerer"} | {f"celery-worker-{i}" for i in range(1, 65)}
+)
 
 
 def status(var_dir: Path | None = None) -> list[ComponentStatus]:
