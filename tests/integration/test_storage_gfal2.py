@@ -255,3 +255,19 @@ def test_gfal2_leaves_the_callers_signals_alone(local_sites: LocalSites) -> None
     assert not fresh.exists(local_sites.doors["IHEP-EOS"]["root"] + "/juno/none.dat")
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert signal.SIGTERM not in blocked and signal.SIGINT not in blocked
+
+
+def test_a_webdav_request_costs_milliseconds_not_a_new_tls_session(
+    local_sites: LocalSites, storage: Gfal2Storage
+) -> None:
+    """Each WebDAV request used to pay gfal2's SE-token POST (answered 501 and closed: a new TLS session every
+    time) and Davix's re-read of the CA bundle: 55 ms per stat measured, the CNAF rate of a day's block."""
+    url = _scratch(local_sites.doors["CNAF-STORM"]["davs"]) + "/latency.dat"
+    storage.put_bytes(url, b"x" * 4096)
+    storage.stat(url)  # the session is made and cached
+    count = 40
+    start = time.perf_counter()
+    for _ in range(count):
+        assert storage.stat(url).size == 4096
+    per_request = (time.perf_counter() - start) / count
+    assert per_request < 0.015, f"a WebDAV stat took {per_request * 1000:.1f} ms (about 0.5 ms expected)"
