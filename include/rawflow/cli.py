@@ -896,11 +896,15 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
     from rawflow.processing.campaign_round import campaigns_overview
     from rawflow.processing.jobs import JobStore
 
+    from rawflow.catalogue import get_catalogue
+
     store = JobStore(args.jobs_db or _catalogue_url(args))
+    catalogue = get_catalogue(_catalogue_url(args))
     try:
-        rows = campaigns_overview(_campaigns_folder(args), store)
+        rows = campaigns_overview(_campaigns_folder(args), store, catalogue)
     finally:
         store.close()
+        catalogue.close()
     if getattr(args, "user", None):  # analyses are kept as <user>.<name>.yaml
         rows = [r for r in rows if str(r.get("file", "")).startswith(f"{args.user}.")]
     if args.campaign_action == "status":

@@ -151,7 +151,7 @@ def test_rereconstruction_on_dirac_local_execution(grid: Grid, storage_spec: Sto
     )
     assert [r.total_submitted for r in reports.values()] == [FILES_PER_DAY, FILES_PER_DAY, 0]
     assert not any(r.problematic or r.timed_out for r in reports.values()), {b: r.to_dict() for b, r in reports.items()}
-    status = campaign_status(campaign, grid.jobs)
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
     assert (status.files, status.processed, status.status) == (4, 4, "Done")
 
     # The day completes: only it is processed now.
@@ -200,7 +200,9 @@ def payload_pool() -> Iterator[CondorPool]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool) -> None:
+def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool, storage_spec: StorageSpec) -> None:
+    from rawflow.transfer.gfal2_tool import Gfal2Transfertool
+
     document = {**__import__("yaml").safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())}
     document.update(name="rerec-2026-11-condor", backend="htcondor")
     campaign = parse_campaign(document, source="rerec-condor")
@@ -208,9 +210,16 @@ def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool) -> 
         _arrive_at_input_site(grid, block)
     backend = get_compute_backend("htcondor", condor_config=str(payload_pool.client_config_path), timeout=30)
     ctx = _context(grid, backend)
-    reports = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=6), poll_interval=1.0)
+    reports = run_campaign(
+        ctx,
+        campaign,
+        today=date(2026, 12, 2),
+        timeout=timedelta(minutes=6),
+        poll_interval=1.0,
+        transfertool=Gfal2Transfertool(storage_spec),
+    )
     assert sum(r.total_submitted for r in reports.values()) == 6, {b: r.to_dict() for b, r in reports.items()}
-    status = campaign_status(campaign, grid.jobs)
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
     assert (status.processed, status.status) == (6, "Done"), status.to_dict()
     assert sum(r.total_submitted for r in run_campaign(ctx, campaign, today=date(2026, 12, 2)).values()) == 0
     backend.close()
@@ -237,8 +246,9 @@ def test_a_failing_subset_is_retried_then_problematic_with_the_reason(
     assert report.total_submitted == 3  # two files, the bad one twice (max_failures=2)
     ((key, reason),) = report.problematic
     assert reason.startswith("failed 2 times, last: exit code 3:"), reason
-    status = campaign_status(campaign, grid.jobs)
-    assert (status.files, status.processed, status.status) == (2, 1, "Problematic")
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
+    # The good file's ESD is made but not replicated (no transfer tool here): made, not processed.
+    assert (status.files, status.processed, status.outputs, status.status) == (2, 0, 1, "Problematic")
     assert status.failures == ((key, reason),)
     assert grid.catalogue.children([good.lfn, bad.lfn], DataType.ESD) == {
         good.lfn: [campaign_output_lfn(good.lfn, DataType.ESD, campaign.name)]
