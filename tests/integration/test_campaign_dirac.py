@@ -295,7 +295,9 @@ def test_parameter_and_multi_file_splits_run_with_exact_sub_job_counts(
     assert len(jobs) == 8 and {j.state.value for j in jobs} == {"done"}
     assert sorted(len(j.inputs) for j in jobs) == [1] * 4 + [2] * 4
     combos = [{"seed": str(s), "vertex_scale": str(v)} for v in sweep["vertex_scale"] for s in sweep["seed"]]
-    assert sorted(map(lambda j: sorted(j.parameters), jobs)) == sorted(sorted(c.items()) for c in combos for _ in (1, 2))
+    assert sorted(map(lambda j: sorted(j.parameters), jobs)) == sorted(
+        sorted(c.items()) for c in combos for _ in (1, 2)
+    )
     # Every (input, combination) once: 12 ESD, each made from its own input with its combination.
     vertices: dict[tuple[str, str], float] = {}
     for job in jobs:
@@ -316,7 +318,9 @@ def test_parameter_and_multi_file_splits_run_with_exact_sub_job_counts(
     # By run: the block's 3 files are one run, so one sub-job over 3 files.
     document.update(name="rerec-byrun", splitter={"by": "run"})
     by_run = parse_campaign(document, source="rerec-byrun")
-    (report,) = run_campaign(ctx, by_run, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0).values()
+    (report,) = run_campaign(
+        ctx, by_run, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0
+    ).values()
     assert report.total_submitted == 1 and not report.problematic, report.to_dict()
     (job,) = grid.jobs.list_jobs(key_prefix="c.rerec-byrun.")
     assert job.inputs == tuple(inputs) and job.state.value == "done"
@@ -328,3 +332,68 @@ def test_parameter_and_multi_file_splits_run_with_exact_sub_job_counts(
         again = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=1), poll_interval=1.0)
         assert sum(r.total_submitted for r in again.values()) == 0
     backend.close()
+
+
+@pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
+def test_a_user_analysis_writes_into_the_users_area_and_analysis_status_shows_it(
+    grid: Grid,
+    storage_spec: StorageSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json as _json
+
+    import yaml
+
+    from rawflow.cli import main as cli
+    from rawflow.transfer.gfal2_tool import Gfal2Transfertool
+
+    block = "20261121"
+    _arrive_at_input_site(grid, block)
+    name = f"vtx-{uuid.uuid4().hex[:6]}"
+    document = yaml.safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())
+    document.update(
+        name=name, kind="analysis", user="alice", input={"data_type": "RTRAW", "site": INPUT_SITE, "blocks": [block]}
+    )
+    folder = tmp_path / "analyses"
+    folder.mkdir()
+    (folder / f"alice.{name}.yaml").write_text(yaml.safe_dump(document))  # as `rawflow submit` keeps it
+    analysis = load_campaign(folder / f"alice.{name}.yaml")
+    backend = get_compute_backend("dirac", mode="local", work_dir=str(tmp_path / "dirac"), slots=2)
+    (report,) = run_campaign(
+        _context(grid, backend),
+        analysis,
+        today=date(2026, 12, 2),
+        timeout=timedelta(minutes=5),
+        poll_interval=1.0,
+        transfertool=Gfal2Transfertool(storage_spec),
+    ).values()
+    backend.close()
+    assert report.total_submitted == FILES_PER_DAY and not report.problematic, report.to_dict()
+    area = f"/juno/user/alice/{name}/esd/2026/1121/"
+    outputs = {lfn: campaign_output_lfn(lfn, DataType.ESD, name, user="alice") for lfn in grid.rtraws[block]}
+    assert all(out.startswith(area) for out in outputs.values())
+    assert grid.catalogue.children(list(outputs), DataType.ESD) == {lfn: [out] for lfn, out in outputs.items()}
+    for out in outputs.values():  # at the Tier-0 and both destinations, in the user's area, checksummed
+        record = grid.catalogue.get_file(out)
+        assert record is not None and record.block_id == block
+        for site in [grid.sites.sites_config.tier0.name, *analysis.destinations]:
+            assert grid.storage.checksum(grid.sites.sites_config[site].pfn(out)) == record.adler32
+
+    monkeypatch.setenv("RAWFLOW_ANALYSES_DIR", str(folder))
+    db = str(grid.catalogue.url)
+    assert cli(["analysis", "status", name, "--jobs-db", db, "--catalogue", db, "--json"]) == 0
+    (row,) = _json.loads(capsys.readouterr().out)
+    assert (row["status"], row["processed_pct"], row["user"], row["area"]) == (
+        "Done",
+        100.0,
+        "alice",
+        f"/juno/user/alice/{name}",
+    )
+    assert {f["lfn"]: f["replicas"] for f in row["output_files"]} == {
+        out: {site: "validated" for site in analysis.destinations} for out in outputs.values()
+    }
+    assert cli(["analysis", "list", "--user", "alice", "--jobs-db", db, "--catalogue", db]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and f"alice's outputs under /juno/user/alice/{name}/" in listed

@@ -215,9 +215,7 @@ def test_campaign_dag_runs_a_block_on_dirac_replicates_and_reruns_nothing(grid: 
         catalogue.close()
 
     # The campaign's status, as the production manager sees it: CLI and the Rawflow view's API.
-    cli = _rawflow(
-        grid, "campaign", "status", NAME, "--json", "--catalogue", str(grid.state.values["catalogue_url"])
-    )
+    cli = _rawflow(grid, "campaign", "status", NAME, "--json", "--catalogue", str(grid.state.values["catalogue_url"]))
     assert cli.returncode == 0, cli.stdout + cli.stderr
     (row,) = json.loads(cli.stdout)
     assert (row["status"], row["files"], row["processed"], row["processed_pct"]) == ("Done", FILES, FILES, 100.0)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
+from rawflow.naming import DataType
 from rawflow.processing.campaign_round import campaign_output_lfn, parameters_tag, step_campaign
 from rawflow.processing.campaigns import Campaign, Splitter, Step
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.planning import PAYLOAD_VERSIONS, PlannedJob
-from rawflow.naming import DataType
 
 RTRAW = "/juno/rtraw/2026/1121/JUNO.005021.Physics.Global.ds-0.20261121083000.{:05d}.rtraw"
 
@@ -82,3 +83,28 @@ def test_parameters_survive_the_jobs_table_and_an_older_table_gets_the_column(tm
     assert got["c.x.rec.k2"].to_planned().spec(2, str).args[:2] == ("--param", "seed=7")
     assert got["c.x.rec.k2"].to_dict()["parameters"] == {"seed": "7"}
     store.close()
+
+
+def test_an_analysis_writes_into_the_users_area() -> None:
+    import pytest
+
+    from rawflow.catalogue.base import FileRecord, validate_files
+    from rawflow.errors import InvalidNameError
+    from rawflow.naming import parse_lfn, split_user_lfn, user_lfn
+
+    lfn = RTRAW.format(3)
+    out = campaign_output_lfn(lfn, DataType.ESD, "vertex-study", user="alice")
+    assert out == user_lfn("alice", "vertex-study", campaign_output_lfn(lfn, DataType.ESD, "vertex-study"))
+    assert out.startswith("/juno/user/alice/vertex-study/esd/2026/1121/JUNO.005021.")
+    standard = campaign_output_lfn(lfn, DataType.ESD, "vertex-study")
+    assert split_user_lfn(out) == ("alice", "vertex-study", standard)
+    assert parse_lfn(out).file.run_number == 5021 and parse_lfn(out).block_id == "20261121"
+    record = FileRecord(out, 1, "00000001", DataType.ESD, "20261121", 5021, "Global", datetime.now(UTC))
+    validate_files([record], 1024)  # the catalogue takes it
+    for bad in ("/juno/user/alice/esd/2026/1121/x.esd", "/juno/user/../x/esd/2026/1121/x.esd"):
+        with pytest.raises(InvalidNameError):
+            validate_files(
+                [FileRecord(bad, 1, "00000001", DataType.ESD, "20261121", 5021, "G", datetime.now(UTC))], 1024
+            )
+    with pytest.raises(InvalidNameError):
+        user_lfn("..", "x", lfn)

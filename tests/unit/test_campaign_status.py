@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rawflow.cli import main as cli
 from rawflow.catalogue.base import FileRecord, ReplicaState
 from rawflow.catalogue.sql import SqlCatalogue
+from rawflow.cli import main as cli
 from rawflow.naming import DataType
 from rawflow.processing.campaign_round import campaign_output_lfn, campaigns_overview
 from rawflow.processing.campaigns import load_campaign, split

@@ -25,7 +25,7 @@ from typing import Any
 
 from rawflow.catalogue.base import BlockRecord, Catalogue, ReplicaState
 from rawflow.errors import ConfigError
-from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn
+from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn, user_area, user_lfn
 from rawflow.planning import plan_block as plan_replication
 from rawflow.processing.campaigns import (
     Campaign,
@@ -60,10 +60,16 @@ def parameters_tag(parameters: Mapping[str, Any]) -> str:
 
 
 def campaign_output_lfn(
-    lfn: str, data_type: DataType, campaign: str, parameters: Mapping[str, Any] | None = None
+    lfn: str,
+    data_type: DataType,
+    campaign: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    user: str | None = None,
 ) -> str:
     """The output of ``lfn`` in a campaign (pure): same day and fields, the campaign (and, for a parameter
-    split, the combination's :func:`parameters_tag`) in the file tag — each combination its own file."""
+    split, the combination's :func:`parameters_tag`) in the file tag — each combination its own file. A user
+    analysis's outputs go under the user's area, ``/juno/user/<user>/<analysis>/<type>/YYYY/mmdd/``."""
     parsed = parse_lfn(lfn)
     source = parsed.file
     extra = parameters_tag(parameters or {})
@@ -78,7 +84,13 @@ def campaign_output_lfn(
         file_sequence=source.file_sequence,
         data_type=data_type,
     ).name
-    return lfn_for(data_type, parsed.received, name)
+    standard = lfn_for(data_type, parsed.received, name)
+    return user_lfn(user, campaign, standard) if user else standard
+
+
+def output_user(campaign: Campaign) -> str | None:
+    """Whose area the campaign writes into: the user of an analysis; None for production."""
+    return campaign.user if campaign.kind == "analysis" and campaign.user else None
 
 
 def input_block_ready(block: BlockRecord | None, replicas: Mapping[str, Mapping[str, Any]], site: str) -> bool:
@@ -141,7 +153,9 @@ def _planned(
         payload=step.payload,
         version=PAYLOAD_VERSIONS[step.payload],
         inputs=tuple(lfns),
-        outputs=tuple(campaign_output_lfn(lfn, output_type, campaign.name, combo) for lfn in lfns),
+        outputs=tuple(
+            campaign_output_lfn(lfn, output_type, campaign.name, combo, user=output_user(campaign)) for lfn in lfns
+        ),
         block_id=block_id,
         run=parse_lfn(lfns[0]).file.run_number,
         parameters=tuple(sorted(parameters.items())),
@@ -250,6 +264,8 @@ class CampaignStatus:
     outputs: int = 0  # registered outputs of the last step
     replicated: int = 0  # of them, validated at every destination SE
     pending: Mapping[str, int] = field(default_factory=dict)  # destination → outputs not validated there yet
+    user: str | None = None  # an analysis's user
+    area: str | None = None  # where an analysis's outputs go: /juno/user/<user>/<analysis>
 
     @property
     def processed_pct(self) -> float:
@@ -269,6 +285,8 @@ class CampaignStatus:
             "outputs": self.outputs,
             "replicated": self.replicated,
             "pending": dict(self.pending),
+            "user": self.user,
+            "area": self.area,
         }
 
 
@@ -351,7 +369,29 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue) ->
         outputs=len(made),
         replicated=len(replicated),
         pending=pending,
+        user=campaign.user,
+        area=user_area(owner, campaign.name) if (owner := output_user(campaign)) else None,
     )
+
+
+def campaign_output_files(campaign: Campaign, jobs: JobStore, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """The registered outputs of the campaign's last step, each with its state at every destination SE (for a
+    user's analysis: the files in the user's area)."""
+    prefix = f"{campaign_key_prefix(campaign)}{campaign.steps[-1].name}."
+    made = sorted({lfn for r in jobs.list_jobs(key_prefix=prefix, states=[JobPhase.DONE]) for lfn in r.outputs})
+    replicas = catalogue.replica_states(made) if made else {}
+    files = catalogue.get_files(made) if made else {}
+    return [
+        {
+            "lfn": lfn,
+            "size": files[lfn].size if lfn in files else None,
+            "replicas": {
+                site: replicas[lfn][site].state.value if site in replicas.get(lfn, {}) else "missing"
+                for site in campaign.destinations
+            },
+        }
+        for lfn in made
+    ]
 
 
 def campaigns_overview(folder: str | Path, jobs: JobStore, catalogue: Catalogue) -> list[dict[str, Any]]:
@@ -373,11 +413,12 @@ __all__ = [
     "CampaignStatus",
     "campaign_context",
     "campaign_key_prefix",
+    "campaign_output_files",
     "campaign_output_lfn",
     "campaign_status",
     "campaigns_overview",
     "input_block_ready",
-    "processed_inputs",
     "plan_campaign_block",
+    "processed_inputs",
     "run_campaign",
 ]
