@@ -198,7 +198,7 @@ def campaign_metrics(
                 continue
             for state in JobPhase:
                 jobs.add_metric([row["name"], state.value], row["jobs"].get(state.value, 0))
-            processed.add_metric([row["name"]], row["processed_pct"] / 100.0)
+            processed.add_metric([row["name"]], row["processed"] / row["files"] if row["files"] else 0.0)
     yield jobs
     yield processed
 

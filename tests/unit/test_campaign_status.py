@@ -153,3 +153,12 @@ def test_processed_counts_outputs_validated_at_every_destination_not_job_states(
     )
     store.close()
     catalogue.close()
+
+
+def test_processed_pct_is_rounded_down() -> None:
+    from rawflow.processing.campaign_round import CampaignStatus
+
+    def pct(processed: int, files: int) -> float:
+        return CampaignStatus("c", "reprocessing", "dirac", "Running", files, processed).processed_pct
+
+    assert (pct(1999, 2000), pct(2, 3), pct(2000, 2000), pct(0, 0)) == (99.9, 66.6, 100.0, 0.0)

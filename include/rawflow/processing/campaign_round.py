@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -269,7 +270,8 @@ class CampaignStatus:
 
     @property
     def processed_pct(self) -> float:
-        return round(100.0 * self.processed / self.files, 1) if self.files else 0.0
+        """Rounded down to 0.1 %: 1999 of 2000 is 99.9 %, never a rounded-up 100 %."""
+        return math.floor(1000 * self.processed / self.files) / 10 if self.files else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
