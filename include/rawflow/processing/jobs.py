@@ -185,11 +185,18 @@ class JobStore:
     def _add_missing_columns(self) -> None:
         """A table made by an older Rawflow gets the columns added since (nullable: old rows stay valid)."""
         have = {c["name"] for c in sa.inspect(self.engine).get_columns("processing_jobs")}
-        with self.engine.begin() as conn:
-            for column in processing_jobs.columns:
-                if column.name not in have and column.nullable:
-                    kind = column.type.compile(dialect=self.engine.dialect)
+        for column in processing_jobs.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=self.engine.dialect)
+            try:
+                with self.engine.begin() as conn:
                     conn.execute(sa.text(f'ALTER TABLE processing_jobs ADD COLUMN "{column.name}" {kind}'))
+            except sa.exc.DBAPIError:
+                # Another process added it at the same moment: fine if it is there now.
+                now = {c["name"] for c in sa.inspect(self.engine).get_columns("processing_jobs")}
+                if column.name not in now:
+                    raise
 
     def close(self) -> None:
         self.engine.dispose()
