@@ -119,7 +119,11 @@ class RawflowCollector(Collector):
             quarantined.add_metric([reason], n)
         yield quarantined
         yield from keepup_job_metrics(store)
-        yield from campaign_metrics(store, catalogue=self.sources.catalogue)
+        try:
+            # Families are yielded only once computed: a failure here leaves the other metrics whole.
+            yield from campaign_metrics(store, catalogue=self.sources.catalogue)
+        except Exception:
+            log.exception("metrics: campaigns")
 
     def _kafka(self) -> Iterator[GaugeMetricFamily]:
         from rawflow.kafka import Topics

@@ -99,6 +99,8 @@ def test_page_escapes_and_cli_shows_the_table(setup: tuple[Path, str], capsys: p
         .render(rows=rows, chosen=rows[0], base="/rawflow", airflow="/", page="campaigns")
     )
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "50.0%" in html
+    assert "2 of 2 outputs there" in html  # the drill-down: outputs validated at every destination
+    assert '<td>IN2P3-DCACHE</td><td class="pending">0</td>' in html
     assert cli(["campaign", "list", "--folder", str(folder), "--jobs-db", url, "--catalogue", url, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in listed] == ["Problematic", "Invalid"]
@@ -115,6 +117,16 @@ def test_campaign_metrics(setup: tuple[Path, str]) -> None:
     from rawflow_airflow.metrics import campaign_metrics
 
     folder, url = setup
+    opened: list[SqlCatalogue] = []
+
+    def catalogue() -> SqlCatalogue:
+        opened.append(SqlCatalogue(url))
+        return opened[-1]
+
+    again = list(campaign_metrics(MonitoringStore(url), str(folder), catalogue=catalogue))
+    assert len(opened) == 1 and [(s.labels, s.value) for s in again[1].samples] == [
+        ({"campaign": "rerec-2026-11"}, 0.5)
+    ]
     jobs, processed = list(campaign_metrics(MonitoringStore(url), str(folder)))
     values = {(s.labels["campaign"], s.labels["state"]): s.value for s in jobs.samples}
     assert values["rerec-2026-11", "done"] == 2 and values["rerec-2026-11", "queued"] == 0
