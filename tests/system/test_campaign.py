@@ -167,7 +167,7 @@ def _rawflow(grid: Grid, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _view_api(grid: Grid, path: str) -> object:
+def _view(grid: Grid, path: str, accept: str = "application/json") -> str:
     values = grid.state.values
     password = json.loads(Path(values["airflow_password_file"]).read_text())[values["airflow_user"]]
     base = str(values["airflow_url"]).rstrip("/")
@@ -177,11 +177,9 @@ def _view_api(grid: Grid, path: str) -> object:
     )
     with urllib.request.urlopen(login, timeout=30) as resp:
         token = json.load(resp)["access_token"]
-    request = urllib.request.Request(
-        f"{base}{path}", headers={"Accept": "application/json", "Authorization": f"Bearer {token}"}
-    )
+    request = urllib.request.Request(f"{base}{path}", headers={"Accept": accept, "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.load(resp)
+        return str(resp.read().decode())
 
 
 def test_campaign_dag_runs_a_block_on_dirac_replicates_and_reruns_nothing(grid: Grid) -> None:
@@ -220,10 +218,12 @@ def test_campaign_dag_runs_a_block_on_dirac_replicates_and_reruns_nothing(grid: 
     (row,) = json.loads(cli.stdout)
     assert (row["status"], row["files"], row["processed"], row["processed_pct"]) == ("Done", FILES, FILES, 100.0)
     assert (row["outputs"], row["replicated"]) == (FILES, FILES)
-    rows = _view_api(grid, "/rawflow/api/campaigns")
-    assert isinstance(rows, list)
+    rows = json.loads(_view(grid, "/rawflow/api/campaigns"))
     (api_row,) = [r for r in rows if r.get("name") == NAME]
     assert (api_row["status"], api_row["processed_pct"], api_row["dag_id"]) == ("Done", 100.0, DAG_ID)
+    assert api_row["pending"] == dict.fromkeys(DESTINATIONS, 0)
+    page = _view(grid, f"/rawflow/campaigns?name={NAME}", accept="text/html")
+    assert NAME in page and "100.0%" in page and f"{FILES} of {FILES} outputs there" in page
 
     # A second run of the finished campaign submits 0 jobs.
     again = grid.api.trigger(DAG_ID, logical_date=None)
