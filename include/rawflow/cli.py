@@ -893,21 +893,29 @@ def _campaigns_folder(args: argparse.Namespace) -> str:
 
 def cmd_campaign_status(args: argparse.Namespace) -> int:
     """``rawflow campaign list`` (the ProdSys table) and ``rawflow campaign status NAME`` (one campaign)."""
-    from rawflow.processing.campaign_round import campaigns_overview
+    from rawflow.catalogue import get_catalogue
+    from rawflow.processing.campaign_round import campaign_output_files, campaigns_overview
+    from rawflow.processing.campaigns import load_campaign
     from rawflow.processing.jobs import JobStore
 
+    folder = _campaigns_folder(args)
     store = JobStore(args.jobs_db or _catalogue_url(args))
+    catalogue = get_catalogue(_catalogue_url(args))
     try:
-        rows = campaigns_overview(_campaigns_folder(args), store)
+        rows = campaigns_overview(folder, store, catalogue)
+        if getattr(args, "user", None):  # analyses are kept as <user>.<name>.yaml
+            rows = [r for r in rows if str(r.get("file", "")).startswith(f"{args.user}.")]
+        if args.campaign_action == "status":
+            rows = [r for r in rows if r["name"] in args.names]
+            missing = set(args.names) - {r["name"] for r in rows}
+            if missing:
+                raise RawflowError(f"no campaign named {', '.join(sorted(missing))!r} in {folder}")
+            for r in rows:  # the drill-down: every output and its state at each destination
+                if r["status"] != "Invalid":
+                    r["output_files"] = campaign_output_files(load_campaign(Path(folder) / r["file"]), store, catalogue)
     finally:
         store.close()
-    if getattr(args, "user", None):  # analyses are kept as <user>.<name>.yaml
-        rows = [r for r in rows if str(r.get("file", "")).startswith(f"{args.user}.")]
-    if args.campaign_action == "status":
-        rows = [r for r in rows if r["name"] in args.names]
-        missing = set(args.names) - {r["name"] for r in rows}
-        if missing:
-            raise RawflowError(f"no campaign named {', '.join(sorted(missing))!r} in {_campaigns_folder(args)}")
+        catalogue.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -930,9 +938,14 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
     for r in rows:
         if r.get("error"):
             print(f"  {r['file']}: {r['error']}")
+        if r.get("area"):
+            print(f"  {r['name']}: {r.get('user')}'s outputs under {r['area']}/")
         if args.campaign_action == "status":
             for failure in r.get("failures") or []:
                 print(f"  {failure['key']}: {failure['reason']!r}")
+            for output in r.get("output_files") or []:
+                states = " ".join(f"{site}={state}" for site, state in sorted(output["replicas"].items()))
+                print(f"  {output['lfn']}  {states}")
     return 0
 
 

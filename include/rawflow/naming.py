@@ -274,9 +274,42 @@ def block_directory_lfn(data_type: DataType, block_id: str) -> str:
     return f"/{EXPERIMENT}/{data_type.directory}/{day:%Y}/{day:%m%d}"
 
 
+USER_AREA = "user"
+_USER_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def user_area(user: str, analysis: str) -> str:
+    """A user analysis's area: ``/juno/user/<user>/<analysis>``."""
+    for what, part in (("user", user), ("analysis", analysis)):
+        if not _USER_PART.fullmatch(part) or part in (".", ".."):
+            raise InvalidNameError(what, part, "letters, digits, '_', '.' or '-' (at most 64)")
+    return f"/{EXPERIMENT}/{USER_AREA}/{user}/{analysis}"
+
+
+def user_lfn(user: str, analysis: str, lfn: str) -> str:
+    """A standard LFN moved into a user's area (pure): ``/juno/esd/2026/1121/X.esd`` →
+    ``/juno/user/<user>/<analysis>/esd/2026/1121/X.esd``."""
+    standard = parse_lfn(lfn).lfn
+    return user_area(user, analysis) + standard[len(f"/{EXPERIMENT}") :]
+
+
+def split_user_lfn(lfn: str) -> tuple[str | None, str | None, str]:
+    """(user, analysis, the standard LFN) of an LFN in a user's area; (None, None, lfn) for any other LFN."""
+    prefix = f"/{EXPERIMENT}/{USER_AREA}/"
+    if not lfn.startswith(prefix):
+        return None, None, lfn
+    parts = lfn[len(prefix) :].split("/", 2)
+    if len(parts) != 3:
+        raise InvalidNameError("LFN", lfn, f"expected {prefix}<user>/<analysis>/<type>/YYYY/mmdd/<file>")
+    user, analysis, rest = parts
+    user_area(user, analysis)
+    return user, analysis, f"/{EXPERIMENT}/{rest}"
+
+
 def parse_lfn(lfn: str) -> RawFilePath:
-    """Parse an LFN (a path with an empty root)."""
-    parsed = RawFilePath.parse(lfn)
+    """Parse an LFN (a path with an empty root); one in a user's area parses as the standard LFN it holds."""
+    _, _, standard = split_user_lfn(lfn) if isinstance(lfn, str) else (None, None, lfn)
+    parsed = RawFilePath.parse(standard)
     if parsed.root:
         raise InvalidNameError("LFN", lfn, f"must start with /{EXPERIMENT}/")
     return parsed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from rawflow.catalogue.base import Catalogue
     from rawflow.monitoring import MonitoringStore
     from rawflow_airflow.ui.sources import Sources
 
@@ -118,7 +119,11 @@ class RawflowCollector(Collector):
             quarantined.add_metric([reason], n)
         yield quarantined
         yield from keepup_job_metrics(store)
-        yield from campaign_metrics(store)
+        try:
+            # Families are yielded only once computed: a failure here leaves the other metrics whole.
+            yield from campaign_metrics(store, catalogue=self.sources.catalogue)
+        except Exception:
+            log.exception("metrics: campaigns")
 
     def _kafka(self) -> Iterator[GaugeMetricFamily]:
         from rawflow.kafka import Topics
@@ -164,8 +169,12 @@ def keepup_job_metrics(store: MonitoringStore) -> Iterator[GaugeMetricFamily]:
     yield jobs
 
 
-def campaign_metrics(store: MonitoringStore, folder: str | None = None) -> Iterator[GaugeMetricFamily]:
-    """Per campaign: jobs by state and the fraction of input files processed (the ProdSys table's columns)."""
+def campaign_metrics(
+    store: MonitoringStore, folder: str | None = None, *, catalogue: Callable[[], Catalogue] | None = None
+) -> Iterator[GaugeMetricFamily]:
+    """Per campaign: jobs by state and the fraction of input files processed — final outputs validated at
+    every destination (the ProdSys table's columns). ``catalogue``: opens the catalogue (default: the SQL
+    catalogue in the monitoring database)."""
     import sqlalchemy as sa
 
     from rawflow.processing.campaign_round import campaigns_overview
@@ -178,12 +187,22 @@ def campaign_metrics(store: MonitoringStore, folder: str | None = None) -> Itera
         "rawflow_campaign_processed_ratio", "Input files processed / input files so far", labels=["campaign"]
     )
     if sa.inspect(store.engine).has_table("processing_jobs"):
-        for row in campaigns_overview(folder or campaigns_folder(), JobStore(store.engine, create=False)):
+        if catalogue is not None:
+            opened = catalogue()
+        else:
+            from rawflow.catalogue.sql import SqlCatalogue
+
+            opened = SqlCatalogue(store.engine.url.render_as_string(hide_password=False), create=False)
+        try:
+            rows = campaigns_overview(folder or campaigns_folder(), JobStore(store.engine, create=False), opened)
+        finally:
+            opened.close()
+        for row in rows:
             if row["status"] == "Invalid":
                 continue
             for state in JobPhase:
                 jobs.add_metric([row["name"], state.value], row["jobs"].get(state.value, 0))
-            processed.add_metric([row["name"]], row["processed_pct"] / 100.0)
+            processed.add_metric([row["name"]], row["processed"] / row["files"] if row["files"] else 0.0)
     yield jobs
     yield processed
 

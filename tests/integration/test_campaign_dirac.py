@@ -151,7 +151,7 @@ def test_rereconstruction_on_dirac_local_execution(grid: Grid, storage_spec: Sto
     )
     assert [r.total_submitted for r in reports.values()] == [FILES_PER_DAY, FILES_PER_DAY, 0]
     assert not any(r.problematic or r.timed_out for r in reports.values()), {b: r.to_dict() for b, r in reports.items()}
-    status = campaign_status(campaign, grid.jobs)
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
     assert (status.files, status.processed, status.status) == (4, 4, "Done")
 
     # The day completes: only it is processed now.
@@ -200,7 +200,9 @@ def payload_pool() -> Iterator[CondorPool]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool) -> None:
+def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool, storage_spec: StorageSpec) -> None:
+    from rawflow.transfer.gfal2_tool import Gfal2Transfertool
+
     document = {**__import__("yaml").safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())}
     document.update(name="rerec-2026-11-condor", backend="htcondor")
     campaign = parse_campaign(document, source="rerec-condor")
@@ -208,9 +210,16 @@ def test_the_same_campaign_on_htcondor(grid: Grid, payload_pool: CondorPool) -> 
         _arrive_at_input_site(grid, block)
     backend = get_compute_backend("htcondor", condor_config=str(payload_pool.client_config_path), timeout=30)
     ctx = _context(grid, backend)
-    reports = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=6), poll_interval=1.0)
+    reports = run_campaign(
+        ctx,
+        campaign,
+        today=date(2026, 12, 2),
+        timeout=timedelta(minutes=6),
+        poll_interval=1.0,
+        transfertool=Gfal2Transfertool(storage_spec),
+    )
     assert sum(r.total_submitted for r in reports.values()) == 6, {b: r.to_dict() for b, r in reports.items()}
-    status = campaign_status(campaign, grid.jobs)
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
     assert (status.processed, status.status) == (6, "Done"), status.to_dict()
     assert sum(r.total_submitted for r in run_campaign(ctx, campaign, today=date(2026, 12, 2)).values()) == 0
     backend.close()
@@ -237,10 +246,157 @@ def test_a_failing_subset_is_retried_then_problematic_with_the_reason(
     assert report.total_submitted == 3  # two files, the bad one twice (max_failures=2)
     ((key, reason),) = report.problematic
     assert reason.startswith("failed 2 times, last: exit code 3:"), reason
-    status = campaign_status(campaign, grid.jobs)
-    assert (status.files, status.processed, status.status) == (2, 1, "Problematic")
+    status = campaign_status(campaign, grid.jobs, grid.catalogue)
+    # The good file's ESD is made but not replicated (no transfer tool here): made, not processed.
+    assert (status.files, status.processed, status.outputs, status.status) == (2, 0, 1, "Problematic")
     assert status.failures == ((key, reason),)
     assert grid.catalogue.children([good.lfn, bad.lfn], DataType.ESD) == {
         good.lfn: [campaign_output_lfn(good.lfn, DataType.ESD, campaign.name)]
     }
     backend.close()
+
+
+@pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
+def test_parameter_and_multi_file_splits_run_with_exact_sub_job_counts(
+    grid: Grid, local_sites: LocalSites, storage: Gfal2Storage, tmp_path: Path
+) -> None:
+    """By two parameters (2 × 2 combinations, 2 files per job) over 3 files: 2 groups × 4 = 8 sub-jobs, 12 ESD,
+    each with its combination in its provenance (vertex_scale changes the vertex); by run: 1 sub-job of 3
+    files, 3 ESD each with lineage to its own input only."""
+    import json as _json
+
+    import numpy as np
+    import uproot
+    import yaml
+
+    day = date(2026, 11, 25)
+    block = f"{day:%Y%m%d}"
+    tag = f"p{uuid.uuid4().hex[:6]}"
+    records = [_rtraw(storage, local_sites, day, seq, tag, tmp_path) for seq in (1, 2, 3)]
+    grid.catalogue.register_files(records, site=local_sites.sites_config.tier0.name, state=ReplicaState.VALIDATED)
+    grid.rtraws[block] = [r.lfn for r in records]
+    _arrive_at_input_site(grid, block)
+    inputs = sorted(r.lfn for r in records)
+    document = yaml.safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())
+    sweep = {"vertex_scale": [1.5, 2.0], "seed": [7, 8]}
+    document.update(
+        name="rerec-sweep",
+        input={"data_type": "RTRAW", "site": INPUT_SITE, "blocks": [block]},
+        splitter={"by": "parameters", "files_per_job": 2, "parameters": sweep},
+    )
+    sweep_campaign = parse_campaign(document, source="rerec-sweep")
+    backend = get_compute_backend("dirac", mode="local", work_dir=str(tmp_path / "dirac"), slots=2)
+    ctx = _context(grid, backend)
+    (report,) = run_campaign(
+        ctx, sweep_campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=6), poll_interval=1.0
+    ).values()
+    assert report.total_submitted == 8 and not report.problematic, report.to_dict()
+    jobs = grid.jobs.list_jobs(key_prefix="c.rerec-sweep.")
+    assert len(jobs) == 8 and {j.state.value for j in jobs} == {"done"}
+    assert sorted(len(j.inputs) for j in jobs) == [1] * 4 + [2] * 4
+    combos = [{"seed": str(s), "vertex_scale": str(v)} for v in sweep["vertex_scale"] for s in sweep["seed"]]
+    assert sorted(map(lambda j: sorted(j.parameters), jobs)) == sorted(
+        sorted(c.items()) for c in combos for _ in (1, 2)
+    )
+    # Every (input, combination) once: 12 ESD, each made from its own input with its combination.
+    vertices: dict[tuple[str, str], float] = {}
+    for job in jobs:
+        for rtraw, esd in zip(job.inputs, job.outputs, strict=True):
+            assert esd == campaign_output_lfn(rtraw, DataType.ESD, "rerec-sweep", dict(job.parameters))
+            assert grid.catalogue.parents([esd]) == {esd: [rtraw]}
+            local = tmp_path / Path(esd).name
+            local.write_bytes(storage.read_bytes(grid.sites.sites_config.tier0.pfn(esd)))
+            with uproot.open(local) as file:
+                provenance = _json.loads(str(file["provenance"]))
+                r = file["esd"]["r"].array(library="np")
+            assert provenance["parameters"] == dict(job.parameters) and provenance["input"] == Path(rtraw).name
+            vertices[rtraw, dict(job.parameters)["vertex_scale"]] = float(np.mean(r))
+    assert len({esd for j in jobs for esd in j.outputs}) == 12
+    for rtraw in inputs:  # the parameter reached the reconstruction: r scales with vertex_scale
+        assert vertices[rtraw, "2.0"] == pytest.approx(vertices[rtraw, "1.5"] * 2.0 / 1.5, rel=1e-4)
+
+    # By run: the block's 3 files are one run, so one sub-job over 3 files.
+    document.update(name="rerec-byrun", splitter={"by": "run"})
+    by_run = parse_campaign(document, source="rerec-byrun")
+    (report,) = run_campaign(
+        ctx, by_run, today=date(2026, 12, 2), timeout=timedelta(minutes=5), poll_interval=1.0
+    ).values()
+    assert report.total_submitted == 1 and not report.problematic, report.to_dict()
+    (job,) = grid.jobs.list_jobs(key_prefix="c.rerec-byrun.")
+    assert job.inputs == tuple(inputs) and job.state.value == "done"
+    outputs = [campaign_output_lfn(lfn, DataType.ESD, "rerec-byrun") for lfn in inputs]
+    assert job.outputs == tuple(outputs)
+    assert grid.catalogue.parents(outputs) == {esd: [rtraw] for rtraw, esd in zip(inputs, outputs, strict=True)}
+    # A second run submits nothing.
+    for campaign in (sweep_campaign, by_run):
+        again = run_campaign(ctx, campaign, today=date(2026, 12, 2), timeout=timedelta(minutes=1), poll_interval=1.0)
+        assert sum(r.total_submitted for r in again.values()) == 0
+    backend.close()
+
+
+@pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
+def test_a_user_analysis_writes_into_the_users_area_and_analysis_status_shows_it(
+    grid: Grid,
+    storage_spec: StorageSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json as _json
+
+    import yaml
+
+    from rawflow.cli import main as cli
+    from rawflow.transfer.gfal2_tool import Gfal2Transfertool
+
+    block = "20261121"
+    _arrive_at_input_site(grid, block)
+    name = f"vtx-{uuid.uuid4().hex[:6]}"
+    document = yaml.safe_load((ROOT / "config/campaigns/rerec-2026-11.yaml").read_text())
+    document.update(
+        name=name, kind="analysis", user="alice", input={"data_type": "RTRAW", "site": INPUT_SITE, "blocks": [block]}
+    )
+    folder = tmp_path / "analyses"
+    folder.mkdir()
+    (folder / f"alice.{name}.yaml").write_text(yaml.safe_dump(document))  # as `rawflow submit` keeps it
+    analysis = load_campaign(folder / f"alice.{name}.yaml")
+    backend = get_compute_backend("dirac", mode="local", work_dir=str(tmp_path / "dirac"), slots=2)
+    (report,) = run_campaign(
+        _context(grid, backend),
+        analysis,
+        today=date(2026, 12, 2),
+        timeout=timedelta(minutes=5),
+        poll_interval=1.0,
+        transfertool=Gfal2Transfertool(storage_spec),
+    ).values()
+    backend.close()
+    assert report.total_submitted == FILES_PER_DAY and not report.problematic, report.to_dict()
+    area = f"/juno/user/alice/{name}/esd/2026/1121/"
+    outputs = {lfn: campaign_output_lfn(lfn, DataType.ESD, name, user="alice") for lfn in grid.rtraws[block]}
+    assert all(out.startswith(area) for out in outputs.values())
+    # (other campaigns of this module reconstruct the same block: their ESD are other children of these inputs)
+    assert grid.catalogue.parents(list(outputs.values())) == {out: [lfn] for lfn, out in outputs.items()}
+    for lfn, children in grid.catalogue.children(list(outputs), DataType.ESD).items():
+        assert [c for c in children if c.startswith("/juno/user/")] == [outputs[lfn]]
+    for out in outputs.values():  # at the Tier-0 and both destinations, in the user's area, checksummed
+        record = grid.catalogue.get_file(out)
+        assert record is not None and record.block_id == block
+        for site in [grid.sites.sites_config.tier0.name, *analysis.destinations]:
+            assert grid.storage.checksum(grid.sites.sites_config[site].pfn(out)) == record.adler32
+
+    monkeypatch.setenv("RAWFLOW_ANALYSES_DIR", str(folder))
+    db = str(grid.catalogue.url)
+    assert cli(["analysis", "status", name, "--jobs-db", db, "--catalogue", db, "--json"]) == 0
+    (row,) = _json.loads(capsys.readouterr().out)
+    assert (row["status"], row["processed_pct"], row["user"], row["area"]) == (
+        "Done",
+        100.0,
+        "alice",
+        f"/juno/user/alice/{name}",
+    )
+    assert {f["lfn"]: f["replicas"] for f in row["output_files"]} == {
+        out: {site: "validated" for site in analysis.destinations} for out in outputs.values()
+    }
+    assert cli(["analysis", "list", "--user", "alice", "--jobs-db", db, "--catalogue", db]) == 0
+    listed = capsys.readouterr().out
+    assert name in listed and f"alice's outputs under /juno/user/alice/{name}/" in listed

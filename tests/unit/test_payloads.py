@@ -260,3 +260,32 @@ def test_payloads_import_only_the_standard_library_numpy_uproot_and_themselves()
                 ):
                     offenders.append(f"{path.name}:{node.lineno} {name}")
     assert offenders == []
+
+
+def test_one_job_over_several_files_and_its_parameters(chain: Chain, tmp_path: Path) -> None:
+    """A campaign sub-job: N inputs then N outputs, each output made from its own input (the same events as
+    alone); --param reaches the payload: in the report, the ESD provenance, and
+    vertex_scale in the vertex."""
+    outs = [tmp_path / f"multi{i}.esd" for i in range(2)]
+    report = ok("rec", *chain.rtraw[:2], *outs)
+    assert [o["name"] for o in report["outputs"]] == [o.name for o in outs]
+    assert [i["events"] for i in report["inputs"]] == [o["events"] for o in report["outputs"]]
+    for rtraw, alone, together in zip(chain.rtraw[:2], chain.esd[:2], outs, strict=True):
+        with uproot.open(together) as file, uproot.open(alone) as single:
+            assert json.loads(str(file["provenance"]))["input"] == rtraw.name
+            for branch in ("event_number", "total_charge", "r"):
+                np.testing.assert_array_equal(
+                    file["esd"][branch].array(library="np"), single["esd"][branch].array(library="np")
+                )
+    scaled = tmp_path / "scaled.esd"
+    report = ok("rec", "--param", "vertex_scale=3.0", "--param", "seed=7", chain.rtraw[0], scaled)
+    assert report["parameters"] == {"vertex_scale": "3.0", "seed": "7"}
+    with uproot.open(scaled) as file, uproot.open(chain.esd[0]) as plain:
+        assert json.loads(str(file["provenance"]))["parameters"] == {"vertex_scale": "3.0", "seed": "7"}
+        assert "parameters" not in json.loads(str(plain["provenance"]))
+        r_scaled, r_plain = file["esd"]["r"].array(library="np"), plain["esd"]["r"].array(library="np")
+    np.testing.assert_allclose(r_scaled, r_plain * 2.0, rtol=1e-5)  # 3.0 / the default 1.5
+    odd = payload("rec", chain.rtraw[0], chain.rtraw[1], scaled)
+    assert odd.returncode == 2 and "N inputs then N outputs" in odd.stderr
+    bad = payload("rec", "--param", "vertex_scale=fast", chain.rtraw[0], tmp_path / "bad.esd")
+    assert bad.returncode == 1 and "vertex_scale='fast' is not a number" in bad.stderr

@@ -212,8 +212,10 @@ def as_utc(value: datetime) -> datetime:
 
 # The catalogue checks an LFN's shape and that it lies in the record's block; the full naming-scheme check
 # (seven fields, valid dates) is the receiver's, and would cost more than the database insert here.
+# A user analysis's outputs live in the user's area: /juno/user/<user>/<analysis>/<type>/YYYY/mmdd/<file>.
 _LFN_SHAPE = re.compile(
-    rf"/{EXPERIMENT}/(?P<dir>raw|rtraw|esd)/(?P<year>[0-9]{{4}})/(?P<mmdd>[0-9]{{4}})/"
+    rf"/{EXPERIMENT}/(?:user/(?P<user>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})/(?P<analysis>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})/)?"
+    r"(?P<dir>raw|rtraw|esd)/(?P<year>[0-9]{4})/(?P<mmdd>[0-9]{4})/"
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})"
 )
 
@@ -226,7 +228,11 @@ def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
     for record in files:
         match = _LFN_SHAPE.fullmatch(record.lfn)
         if match is None:
-            raise InvalidNameError("LFN", record.lfn, f"expected /{EXPERIMENT}/<raw|rtraw|esd>/YYYY/mmdd/<file name>")
+            raise InvalidNameError(
+                "LFN",
+                record.lfn,
+                f"expected /{EXPERIMENT}/[user/<user>/<analysis>/]<raw|rtraw|esd>/YYYY/mmdd/<file name>",
+            )
         if len(record.lfn) > max_lfn_length:
             raise InvalidNameError("LFN", record.lfn, f"longer than this catalogue's limit of {max_lfn_length}")
         if record.block_id not in checked_blocks:

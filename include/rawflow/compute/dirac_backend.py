@@ -18,6 +18,7 @@ jobs by JobGroup and JobName (= the key) instead of submitting them again.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -113,6 +114,14 @@ def outcome_from_result(key: str, job_id: str | None, state: JobState, values: M
     )
 
 
+def _software_digest(dirac_python: str, payloads: Path) -> str:
+    """What the deployed software area is made of: the wrapper, its interpreter and every payload file."""
+    digest = hashlib.sha256(dirac_python.encode() + b"\0" + WRAPPER.read_bytes())
+    for path in sorted(p for p in payloads.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(payloads)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -172,7 +181,11 @@ class DiracBackend:
         self.priority = priority
         self.client = client
         self.timeout = timeout
-        self._conn = sqlite3.connect(self.work_dir / "dirac.sqlite", timeout=30, isolation_level=None)
+        # Not bound to this thread: the triggerer builds the backend in one thread (sync_to_async) and polls it
+        # from others (asyncio.to_thread), one call at a time.
+        self._conn = sqlite3.connect(
+            self.work_dir / "dirac.sqlite", timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.executescript(SCHEMA)
 
@@ -181,6 +194,9 @@ class DiracBackend:
         """The software area jobs see (like the pool's /opt/rawflow/sw): the wrapper and the payloads, replaced
         as a whole so a new Rawflow version is what the next job runs."""
         sw = self.work_dir / "sw"
+        digest = _software_digest(self.dirac_python, payloads)
+        if (sw / ".digest").is_file() and (sw / ".digest").read_text() == digest:
+            return sw  # the same software already deployed: jobs running from it are left alone
         fresh = self.work_dir / f"sw.new.{os.getpid()}"
         shutil.rmtree(fresh, ignore_errors=True)
         (fresh / "bin").mkdir(parents=True)
@@ -191,6 +207,7 @@ class DiracBackend:
         (fresh / "rawflow").mkdir()
         (fresh / "rawflow" / "__init__.py").write_text('"""Rawflow code deployed for DIRAC jobs (payloads only)."""\n')
         shutil.copytree(payloads, fresh / "rawflow" / "payloads", ignore=shutil.ignore_patterns("__pycache__"))
+        (fresh / ".digest").write_text(digest)
         if sw.exists():
             old = self.work_dir / f"sw.old.{os.getpid()}"
             sw.rename(old)

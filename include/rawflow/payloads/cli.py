@@ -25,17 +25,45 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rawflow.payloads", description=__doc__)
     parser.add_argument("--version", action="version", version=PAYLOAD_VERSION)
     steps = parser.add_subparsers(dest="payload", required=True)
-    raw2rtraw = steps.add_parser("raw2rtraw", help="RAW → RTRAW (ROOT)")
-    raw2rtraw.add_argument("input", type=Path)
-    raw2rtraw.add_argument("output", type=Path)
-    rec = steps.add_parser("rec", help="RTRAW → ESD (ROOT): per-event vertex, charge, hits, time")
-    rec.add_argument("input", type=Path)
-    rec.add_argument("output", type=Path)
+    raw2rtraw = steps.add_parser("raw2rtraw", help="RAW → RTRAW (ROOT): IN... OUT... (N inputs, then N outputs)")
+    raw2rtraw.add_argument("files", type=Path, nargs="+", metavar="IN... OUT...")
+    rec = steps.add_parser(
+        "rec", help="RTRAW → ESD (ROOT): per-event vertex, charge, hits, time; IN... OUT... (N inputs, N outputs)"
+    )
+    rec.add_argument("files", type=Path, nargs="+", metavar="IN... OUT...")
     dqm = steps.add_parser("dqm", help="summarise RTRAW/ESD files of a run as JSON (and an SVG plot)")
     dqm.add_argument("output", type=Path)
     dqm.add_argument("inputs", type=Path, nargs="+")
     dqm.add_argument("--svg", type=Path, default=None, help="also draw the charge spectrum here")
+    for step in (raw2rtraw, rec, dqm):
+        step.add_argument(
+            "--param",
+            dest="params",
+            action="append",
+            default=[],
+            type=_param,
+            metavar="NAME=VALUE",
+            help="a campaign parameter: recorded in the report (rec also in the ESD provenance); "
+            f"rec uses {', '.join(REC_PARAMETERS)}",
+        )
     return parser
+
+
+REC_PARAMETERS = ("vertex_scale",)
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def _pairs(parser_error: Any, files: list[Path]) -> list[tuple[Path, Path]]:
+    if len(files) % 2:
+        parser_error(f"expected N inputs then N outputs, got {len(files)} files")
+    half = len(files) // 2
+    return list(zip(files[:half], files[half:], strict=True))
 
 
 def _one_line(text: str) -> str:
@@ -43,7 +71,10 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.payload != "dqm":
+        args.pairs = _pairs(parser.error, args.files)
     try:
         report = _run(args)
     except MalformedInput as error:
@@ -56,19 +87,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.payload}: error: {type(error).__name__}: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     report = {"payload": args.payload, "version": PAYLOAD_VERSION, **report}
+    if args.params:
+        report["parameters"] = dict(args.params)
     print(json.dumps(report, sort_keys=True))
     return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.payload == "raw2rtraw":
-        from rawflow.payloads import raw2rtraw
+    """One payload over each (input, output) pair (dqm: all inputs into one summary); the reports merged."""
+    parameters = dict(args.params)
+    if args.payload == "dqm":
+        from rawflow.payloads import dqm
 
-        return raw2rtraw.run(args.input, args.output)
-    if args.payload == "rec":
-        from rawflow.payloads import rec
+        return dqm.run(args.output, args.inputs, svg_path=args.svg)
+    merged: dict[str, Any] = {"inputs": [], "outputs": []}
+    for input_path, output_path in args.pairs:
+        if args.payload == "raw2rtraw":
+            from rawflow.payloads import raw2rtraw
 
-        return rec.run(args.input, args.output)
-    from rawflow.payloads import dqm
+            one = raw2rtraw.run(input_path, output_path)
+        else:
+            from rawflow.payloads import rec
 
-    return dqm.run(args.output, args.inputs, svg_path=args.svg)
+            one = rec.run(input_path, output_path, parameters=parameters)
+        for key, value in one.items():
+            if isinstance(value, list) and key in merged:
+                merged[key].extend(value)
+            else:
+                merged[key] = value
+    return merged

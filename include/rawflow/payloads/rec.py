@@ -13,6 +13,7 @@ x, y, z, r).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def read_rtraw(path: Path) -> tuple[dict[str, Any], str, dict[str, npt.NDArray[A
     return header, stream, columns
 
 
-def reconstruct(columns: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+def reconstruct(
+    columns: dict[str, npt.NDArray[Any]], *, scale: float = CHARGE_CENTRE_SCALE
+) -> dict[str, npt.NDArray[Any]]:
     counts = columns["nhit"]
     n = len(counts)
     owner = np.repeat(np.arange(n), counts)
@@ -57,7 +60,7 @@ def reconstruct(columns: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[A
     safe = np.where(total > 0, total, 1.0)
     centre = np.stack([np.bincount(owner, weights=charge * position[:, k], minlength=n) / safe for k in range(3)], 1)
     time = np.bincount(owner, weights=charge * columns["hit_time"], minlength=n) / safe
-    vertex = centre * CHARGE_CENTRE_SCALE
+    vertex = centre * scale
     return {
         "event_number": columns["event_number"],
         "timestamp_ns": columns["timestamp_ns"],
@@ -75,11 +78,20 @@ def reconstruct(columns: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[A
     }
 
 
-def run(input_path: Path, output_path: Path) -> dict[str, Any]:
+def run(input_path: Path, output_path: Path, *, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Reconstruct one file. ``parameters`` (a campaign's): written into the provenance; ``vertex_scale``
+    replaces the charge-centre → vertex factor (default 3/2)."""
+    parameters = dict(parameters or {})
+    try:
+        scale = float(parameters.get("vertex_scale", CHARGE_CENTRE_SCALE))
+    except ValueError:
+        raise InputError(f"vertex_scale={parameters['vertex_scale']!r} is not a number") from None
     header, stream, columns = checked(input_path, lambda: read_rtraw(input_path))
     events = len(columns["nhit"])
-    esd = reconstruct(columns)
-    provenance = {"payload": "rec", "version": PAYLOAD_VERSION, "input": input_path.name}
+    esd = reconstruct(columns, scale=scale)
+    provenance: dict[str, Any] = {"payload": "rec", "version": PAYLOAD_VERSION, "input": input_path.name}
+    if parameters:
+        provenance["parameters"] = parameters
     start_time_ns = int(header["start_time_ns"][0])
 
     def fill(file: Any) -> None:

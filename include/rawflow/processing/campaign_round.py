@@ -13,6 +13,9 @@ data type's block DAG replicates them to the sites of its policy.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,9 +26,17 @@ from typing import Any
 
 from rawflow.catalogue.base import BlockRecord, Catalogue, ReplicaState
 from rawflow.errors import ConfigError
-from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn
+from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn, user_area, user_lfn
 from rawflow.planning import plan_block as plan_replication
-from rawflow.processing.campaigns import Campaign, CampaignError, Step, campaign_files, load_campaign, split
+from rawflow.processing.campaigns import (
+    Campaign,
+    CampaignError,
+    Splitter,
+    Step,
+    campaign_files,
+    load_campaign,
+    split,
+)
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.keepup import KeepupContext, RoundReport, run_keepup_round
 from rawflow.processing.planning import PAYLOAD_VERSIONS, STAGE_TYPES, JobPhase, PlannedJob
@@ -41,11 +52,29 @@ def campaign_key_prefix(campaign: Campaign) -> str:
     return f"c.{campaign.name[:40]}."
 
 
-def campaign_output_lfn(lfn: str, data_type: DataType, campaign: str) -> str:
-    """The output of ``lfn`` in a campaign (pure): same day and fields, the campaign in the file tag."""
+def parameters_tag(parameters: Mapping[str, Any]) -> str:
+    """A short stable tag of a parameter combination (pure): ``p`` + 8 hex digits; empty without parameters."""
+    if not parameters:
+        return ""
+    ident = json.dumps(sorted((str(k), str(v)) for k, v in parameters.items()))
+    return "p" + hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def campaign_output_lfn(
+    lfn: str,
+    data_type: DataType,
+    campaign: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    user: str | None = None,
+) -> str:
+    """The output of ``lfn`` in a campaign (pure): same day and fields, the campaign (and, for a parameter
+    split, the combination's :func:`parameters_tag`) in the file tag — each combination its own file. A user
+    analysis's outputs go under the user's area, ``/juno/user/<user>/<analysis>/<type>/YYYY/mmdd/``."""
     parsed = parse_lfn(lfn)
     source = parsed.file
-    tag = re.sub(r"[^A-Za-z0-9_-]", "-", f"{source.file_tag}_{campaign}")
+    extra = parameters_tag(parameters or {})
+    tag = re.sub(r"[^A-Za-z0-9_-]", "-", f"{source.file_tag}_{campaign}" + (f"_{extra}" if extra else ""))
     name = RawFileName.build(
         daq=source.daq,
         run_number=source.run_number,
@@ -56,7 +85,13 @@ def campaign_output_lfn(lfn: str, data_type: DataType, campaign: str) -> str:
         file_sequence=source.file_sequence,
         data_type=data_type,
     ).name
-    return lfn_for(data_type, parsed.received, name)
+    standard = lfn_for(data_type, parsed.received, name)
+    return user_lfn(user, campaign, standard) if user else standard
+
+
+def output_user(campaign: Campaign) -> str | None:
+    """Whose area the campaign writes into: the user of an analysis; None for production."""
+    return campaign.user if campaign.kind == "analysis" and campaign.user else None
 
 
 def input_block_ready(block: BlockRecord | None, replicas: Mapping[str, Mapping[str, Any]], site: str) -> bool:
@@ -82,8 +117,18 @@ def _step_inputs(ctx: KeepupContext, campaign: Campaign, index: int, block_id: s
     return sorted(lfn for record in done for lfn in record.outputs)
 
 
+def step_campaign(campaign: Campaign, index: int) -> Campaign:
+    """The campaign as step ``index`` splits it (pure): a parameter sweep applies to the first step; a later
+    step runs once per group of the previous step's outputs (each already one combination's)."""
+    if index == 0 or campaign.splitter.by != "parameters":
+        return campaign
+    return replace(campaign, splitter=Splitter(by="files", files_per_job=campaign.splitter.files_per_job))
+
+
 def plan_campaign_block(ctx: KeepupContext, campaign: Campaign, block_id: str) -> list[PlannedJob]:
-    """Every sub-job the campaign has for ``block_id`` now (pure apart from catalogue/jobs reads)."""
+    """Every sub-job the campaign has for ``block_id`` now (pure apart from catalogue/jobs reads). A sub-job of
+    N files runs its payload over each (output i from input i, lineage to it alone); its parameters (the step's
+    own, then the splitter's combination) go to the payload as ``--param NAME=VALUE``."""
     planned: list[PlannedJob] = []
     for index, step in enumerate(campaign.steps):
         if step.payload not in ONE_TO_ONE:
@@ -91,27 +136,36 @@ def plan_campaign_block(ctx: KeepupContext, campaign: Campaign, block_id: str) -
                 campaign.source, f"steps[{index}].payload", step.payload, "not runnable in a campaign yet"
             )
         inputs = _step_inputs(ctx, campaign, index, block_id)
-        for sub in split(campaign, step, inputs):
-            if len(sub.inputs) != 1 or sub.parameters:
-                raise ConfigError(
-                    campaign.source, "splitter", campaign.splitter.by, f"{step.payload} converts one file per job"
-                )
-            planned.append(_planned(campaign, step, sub.key, sub.inputs[0], block_id))
+        for sub in split(step_campaign(campaign, index), step, inputs):
+            if not sub.inputs:
+                continue
+            planned.append(_planned(campaign, step, sub.key, sub.inputs, dict(sub.parameters), block_id))
     return planned
 
 
-def _planned(campaign: Campaign, step: Step, key: str, lfn: str, block_id: str) -> PlannedJob:
+def _planned(
+    campaign: Campaign, step: Step, key: str, lfns: Sequence[str], combo: Mapping[str, Any], block_id: str
+) -> PlannedJob:
     output_type = STAGE_TYPES[step.payload][1]
     assert output_type is not None
+    parameters = {**{k: _text(v) for k, v in step.parameters.items()}, **{k: _text(v) for k, v in combo.items()}}
     return PlannedJob(
         key=key,
         payload=step.payload,
         version=PAYLOAD_VERSIONS[step.payload],
-        inputs=(lfn,),
-        outputs=(campaign_output_lfn(lfn, output_type, campaign.name),),
+        inputs=tuple(lfns),
+        outputs=tuple(
+            campaign_output_lfn(lfn, output_type, campaign.name, combo, user=output_user(campaign)) for lfn in lfns
+        ),
         block_id=block_id,
-        run=parse_lfn(lfn).file.run_number,
+        run=parse_lfn(lfns[0]).file.run_number,
+        parameters=tuple(sorted(parameters.items())),
     )
+
+
+def _text(value: Any) -> str:
+    """A parameter value as the payload's command line gets it: booleans as true/false."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def campaign_context(ctx: KeepupContext, campaign: Campaign) -> KeepupContext:
@@ -205,15 +259,19 @@ class CampaignStatus:
     backend: str
     status: str  # Waiting | Running | Done | Problematic
     files: int  # input files of the first step so far
-    processed: int  # input files whose last step is done
+    processed: int  # input files whose every final output is validated at every destination SE
     jobs: Mapping[str, int] = field(default_factory=dict)  # state → number
     failures: Sequence[tuple[str, str]] = ()  # (key, reason) of Problematic jobs
-    outputs: int | None = None  # registered outputs (known when the catalogue is asked)
-    replicated: int | None = None  # outputs validated at every destination SE
+    outputs: int = 0  # registered outputs of the last step
+    replicated: int = 0  # of them, validated at every destination SE
+    pending: Mapping[str, int] = field(default_factory=dict)  # destination → outputs not validated there yet
+    user: str | None = None  # an analysis's user
+    area: str | None = None  # where an analysis's outputs go: /juno/user/<user>/<analysis>
 
     @property
     def processed_pct(self) -> float:
-        return round(100.0 * self.processed / self.files, 1) if self.files else 0.0
+        """Rounded down to 0.1 %: 1999 of 2000 is 99.9 %, never a rounded-up 100 %."""
+        return math.floor(1000 * self.processed / self.files) / 10 if self.files else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -228,43 +286,77 @@ class CampaignStatus:
             "failures": [{"key": k, "reason": r} for k, r in self.failures],
             "outputs": self.outputs,
             "replicated": self.replicated,
+            "pending": dict(self.pending),
+            "user": self.user,
+            "area": self.area,
         }
 
 
-def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue | None = None) -> CampaignStatus:
-    """The campaign's row of the ProdSys table, from the jobs table (and the catalogue for its input size)."""
+def processed_inputs(
+    campaign: Campaign, records: Sequence[JobRecord], replicas: Mapping[str, Mapping[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """(first-step input files fully processed, final outputs validated at every destination) — pure.
+
+    A final output counts once its replica is validated (or archived) at EVERY destination SE, never from a
+    job state: a job done whose output is still being copied is not processed. Walking the steps backwards, a
+    job is complete when it is done and each of its outputs is complete (for the last step: replicated), and
+    a file is complete when every sub-job reading it (each parameter combination, each group) is complete."""
+    good_states = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+    prefix = campaign_key_prefix(campaign)
+    by_step: dict[str, list[JobRecord]] = {s.name: [] for s in campaign.steps}
+    for record in records:
+        for step in campaign.steps:
+            if record.key.startswith(f"{prefix}{step.name}."):
+                by_step[step.name].append(record)
+                break
+    last = campaign.steps[-1].name
+    made = {lfn for r in by_step[last] if r.state is JobPhase.DONE for lfn in r.outputs}
+    replicated = {
+        lfn
+        for lfn in made
+        if all(
+            site in replicas.get(lfn, {}) and replicas[lfn][site].state in good_states for site in campaign.destinations
+        )
+    }
+    complete_files = replicated
+    for step in reversed(campaign.steps):
+        readers: dict[str, list[bool]] = {}
+        for record in by_step[step.name]:
+            done = record.state is JobPhase.DONE and bool(record.outputs)
+            done = done and all(lfn in complete_files for lfn in record.outputs)
+            for lfn in record.inputs:
+                readers.setdefault(lfn, []).append(done)
+        complete_files = {lfn for lfn, oks in readers.items() if all(oks)}
+    return complete_files, replicated
+
+
+def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue) -> CampaignStatus:
+    """The campaign's row of the ProdSys table: jobs from the jobs table; Processed from the catalogue — an
+    input file is processed once its final outputs are validated at every destination SE."""
     records: list[JobRecord] = jobs.list_jobs(key_prefix=campaign_key_prefix(campaign))
     states: dict[str, int] = {}
     for record in records:
         states[record.state.value] = states.get(record.state.value, 0) + 1
     first, last = campaign.steps[0].name, campaign.steps[-1].name
     prefix = campaign_key_prefix(campaign)
-    first_jobs = [r for r in records if r.key.startswith(f"{prefix}{first}.")]
-    files = len({lfn for r in first_jobs for lfn in r.inputs})
-    processed = len({r.inputs[0] for r in records if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE})
+    files = len({lfn for r in records if r.key.startswith(f"{prefix}{first}.") for lfn in r.inputs})
+    made = sorted(
+        {lfn for r in records if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE for lfn in r.outputs}
+    )
+    replicas = catalogue.replica_states(made) if made else {}
+    processed, replicated = processed_inputs(campaign, records, replicas)
+    good = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
+    pending = {
+        site: sum(1 for lfn in made if not (site in replicas.get(lfn, {}) and replicas[lfn][site].state in good))
+        for site in campaign.destinations
+    }
     failures = tuple((r.key, r.reason or "") for r in records if r.state is JobPhase.PROBLEMATIC)
-    outputs = replicated = None
-    if catalogue is not None:
-        made = sorted(
-            lfn
-            for r in records
-            if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE
-            for lfn in r.outputs
-        )
-        good = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
-        at = catalogue.replica_states(made) if made else {}
-        outputs = len(made)
-        replicated = sum(
-            1
-            for lfn in made
-            if all(site in at.get(lfn, {}) and at[lfn][site].state in good for site in campaign.destinations)
-        )
     if failures:
         status = "Problematic"
     elif not records:
         status = "Waiting"
-    elif files and processed == files and not any(r.state.active for r in records) and replicated == outputs:
-        status = "Done"  # every input processed (and, when asked, every output at every destination)
+    elif files and len(processed) == files and not any(r.state.active for r in records):
+        status = "Done"  # every input processed: its outputs validated at every destination
     else:
         status = "Running"
     return CampaignStatus(
@@ -273,15 +365,38 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue | N
         backend=campaign.backend,
         status=status,
         files=files,
-        processed=processed,
+        processed=len(processed),
         jobs=states,
         failures=failures,
-        outputs=outputs,
-        replicated=replicated,
+        outputs=len(made),
+        replicated=len(replicated),
+        pending=pending,
+        user=campaign.user,
+        area=user_area(owner, campaign.name) if (owner := output_user(campaign)) else None,
     )
 
 
-def campaigns_overview(folder: str | Path, jobs: JobStore) -> list[dict[str, Any]]:
+def campaign_output_files(campaign: Campaign, jobs: JobStore, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """The registered outputs of the campaign's last step, each with its state at every destination SE (for a
+    user's analysis: the files in the user's area)."""
+    prefix = f"{campaign_key_prefix(campaign)}{campaign.steps[-1].name}."
+    made = sorted({lfn for r in jobs.list_jobs(key_prefix=prefix, states=[JobPhase.DONE]) for lfn in r.outputs})
+    replicas = catalogue.replica_states(made) if made else {}
+    files = catalogue.get_files(made) if made else {}
+    return [
+        {
+            "lfn": lfn,
+            "size": files[lfn].size if lfn in files else None,
+            "replicas": {
+                site: replicas[lfn][site].state.value if site in replicas.get(lfn, {}) else "missing"
+                for site in campaign.destinations
+            },
+        }
+        for lfn in made
+    ]
+
+
+def campaigns_overview(folder: str | Path, jobs: JobStore, catalogue: Catalogue) -> list[dict[str, Any]]:
     """The ProdSys table: one row per steering file of ``folder`` (ID = its position, sorted by file name);
     a file that does not validate is a row with status Invalid and its one-line error."""
     rows: list[dict[str, Any]] = []
@@ -291,7 +406,7 @@ def campaigns_overview(folder: str | Path, jobs: JobStore) -> list[dict[str, Any
         except CampaignError as exc:
             rows.append({"id": number, "file": path.name, "name": path.stem, "status": "Invalid", "error": str(exc)})
             continue
-        row = campaign_status(campaign, jobs).to_dict()
+        row = campaign_status(campaign, jobs, catalogue).to_dict()
         rows.append({"id": number, "file": path.name, "dag_id": campaign.dag_id, "error": None, **row})
     return rows
 
@@ -300,10 +415,12 @@ __all__ = [
     "CampaignStatus",
     "campaign_context",
     "campaign_key_prefix",
+    "campaign_output_files",
     "campaign_output_lfn",
     "campaign_status",
     "campaigns_overview",
     "input_block_ready",
     "plan_campaign_block",
+    "processed_inputs",
     "run_campaign",
 ]

@@ -48,6 +48,7 @@ processing_jobs = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("events", sa.BigInteger),
     sa.Column("summary", sa.Text),  # JSON: the DQM summary of a dqm job
+    sa.Column("parameters", sa.Text),  # JSON [[name, value], ...]: a campaign sub-job's payload parameters
     sa.Column("submitted_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
@@ -81,6 +82,7 @@ class JobRecord:
     summary: dict[str, Any] | None = field(default=None, compare=False)
     submitted_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
 
     @property
     def backend_key(self) -> str:
@@ -100,6 +102,7 @@ class JobRecord:
             block_id=job.block_id,
             run=job.run,
             updated_at=utc_now(),
+            parameters=job.parameters,
         )
 
     def to_planned(self) -> PlannedJob:
@@ -111,6 +114,7 @@ class JobRecord:
             outputs=self.outputs,
             block_id=self.block_id,
             run=self.run,
+            parameters=self.parameters,
         )
 
     def evolve(self, **changes: Any) -> JobRecord:
@@ -142,6 +146,7 @@ class JobRecord:
             "submitted_at": iso(self.submitted_at),
             "updated_at": iso(self.updated_at),
             "next_attempt_at": iso(self.next_attempt_at),
+            "parameters": dict(self.parameters),
         }
 
 
@@ -175,6 +180,23 @@ class JobStore:
         if create:
             with _database_errors():
                 metadata.create_all(self.engine, checkfirst=True)
+                self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A table made by an older Rawflow gets the columns added since (nullable: old rows stay valid)."""
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns("processing_jobs")}
+        for column in processing_jobs.columns:
+            if column.name in have or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=self.engine.dialect)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f'ALTER TABLE processing_jobs ADD COLUMN "{column.name}" {kind}'))
+            except sa.exc.DBAPIError:
+                # Another process added it at the same moment: fine if it is there now.
+                now = {c["name"] for c in sa.inspect(self.engine).get_columns("processing_jobs")}
+                if column.name not in now:
+                    raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -210,6 +232,7 @@ class JobStore:
             "submitted_at": record.submitted_at,
             "updated_at": record.updated_at,
             "next_attempt_at": record.next_attempt_at,
+            "parameters": json.dumps([list(p) for p in record.parameters]) if record.parameters else None,
         }
 
     @staticmethod
@@ -241,6 +264,7 @@ class JobStore:
             submitted_at=when(row.submitted_at),
             updated_at=as_utc(row.updated_at),
             next_attempt_at=when(row.next_attempt_at),
+            parameters=tuple((str(n), str(v)) for n, v in json.loads(row.parameters)) if row.parameters else (),
         )
 
     def upsert(self, records: Sequence[JobRecord]) -> None:

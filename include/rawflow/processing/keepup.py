@@ -47,6 +47,7 @@ from rawflow.processing.planning import (
     plan_conversions,
     plan_dqm,
     reported_input_events,
+    reported_input_events_each,
     reported_outputs,
 )
 from rawflow.sites import SitesConfig
@@ -358,12 +359,18 @@ def _check_and_register(
         try:
             reported = reported_outputs(outcome, record.outputs)
             input_events = reported_input_events(outcome) if record.payload != DQM else None
+            # A one-to-one payload over N files (a campaign's multi-input sub-job): output i ↔ input i.
+            each = reported_input_events_each(outcome) if _paired(record) else None
             problem = None
             for lfn, entry in reported.items():
                 url = ctx.url(lfn)
                 measured[lfn] = (ctx.storage.stat(url).size, ctx.storage.checksum(url))
+                expected = input_events
+                if _paired(record):
+                    index = record.outputs.index(lfn)
+                    expected = each[index] if each is not None and len(each) == len(record.outputs) else None
                 problem = problem or check_output(
-                    entry, size=measured[lfn][0], adler32=measured[lfn][1], input_events=input_events
+                    entry, size=measured[lfn][0], adler32=measured[lfn][1], input_events=expected
                 )
         except (ReportError, RawflowError) as exc:
             problem = f"output check: {exc}"
@@ -377,6 +384,11 @@ def _check_and_register(
             good.append((record, events))
     updates += _register(ctx, good, measured, report)
     return updates
+
+
+def _paired(record: JobRecord) -> bool:
+    """A one-to-one payload run over several files: output i is made from input i alone."""
+    return record.payload != DQM and len(record.inputs) > 1 and len(record.inputs) == len(record.outputs)
 
 
 def _finish_dqm(ctx: KeepupContext, record: JobRecord, report: RoundReport) -> JobRecord:
@@ -403,12 +415,14 @@ def _register(
     records: list[FileRecord] = []
     lineage: dict[str, list[str]] = {}
     for record, _ in good:
-        parent = parents.get(record.inputs[0])
-        if parent is None:
+        if any(lfn not in parents for lfn in record.inputs):
             continue
         _, output_type = STAGE_TYPES[record.payload]
         assert output_type is not None
-        for lfn in record.outputs:
+        for index, lfn in enumerate(record.outputs):
+            # Lineage: output i of a paired job comes from input i; otherwise from every input.
+            sources = [record.inputs[index]] if _paired(record) else list(record.inputs)
+            parent = parents[sources[0]]
             size, adler32 = sizes[lfn]
             records.append(
                 FileRecord(
@@ -422,7 +436,7 @@ def _register(
                     received_at=now,
                 )
             )
-            lineage[lfn] = list(record.inputs)
+            lineage[lfn] = sources
     try:
         result = ctx.catalogue.register_files(
             records, site=ctx.sites.tier0.name, state=ReplicaState.VALIDATED, parents=lineage
@@ -436,8 +450,9 @@ def _register(
     registered = set(result.added) | set(result.existing)
     updates = []
     for record, events in good:
-        if record.inputs[0] not in parents:
-            updates.append(_fail(ctx, record, f"input {record.inputs[0]} is not in the catalogue", report))
+        unknown = next((lfn for lfn in record.inputs if lfn not in parents), None)
+        if unknown is not None:
+            updates.append(_fail(ctx, record, f"input {unknown} is not in the catalogue", report))
             continue
         clash = next((lfn for lfn in record.outputs if lfn in conflicts), None)
         if clash is not None:

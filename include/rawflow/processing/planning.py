@@ -146,14 +146,17 @@ class PlannedJob:
     outputs: tuple[str, ...]
     block_id: str
     run: int
+    parameters: tuple[tuple[str, str], ...] = ()  # (name, value) for the payload's --param options, sorted
 
     def spec(self, attempt: int, url_of: Any) -> JobSpec:
         """The JobSpec of attempt ``attempt``; ``url_of(lfn)`` gives the Tier-0 URL. Arguments follow the
-        payload's command line (docs/processing.md): ``raw2rtraw|rec IN OUT``, ``dqm OUT IN...``, each URL
+        payload's command line (docs/processing.md): ``raw2rtraw|rec [--param NAME=VALUE]... IN... OUT...``
+        (N inputs, then their N outputs in the same order), ``dqm [--param NAME=VALUE]... OUT IN...``, each URL
         marked for the job wrapper to stage in (``@in:``) or out (``@out:``) over xrootd."""
         ins = tuple(STAGE_IN + url_of(lfn) for lfn in self.inputs)
         outs = tuple(STAGE_OUT + url_of(lfn) for lfn in self.outputs)
-        args = (*outs, *ins) if self.payload == DQM else (*ins, *outs)
+        options = tuple(arg for name, value in self.parameters for arg in ("--param", f"{name}={value}"))
+        args = (*options, *outs, *ins) if self.payload == DQM else (*options, *ins, *outs)
         return JobSpec(
             key=attempt_key(self.key, attempt),
             payload=self.payload,
@@ -279,6 +282,18 @@ def reported_input_events(outcome: JobOutcome) -> int | None:
             return None
         counts.append(int(value))
     return sum(counts) if counts else None
+
+
+def reported_input_events_each(outcome: JobOutcome) -> list[int] | None:
+    """The event count of each input, in the payload's order (None if any is not reported)."""
+    report: Any = outcome.report if isinstance(outcome.report, Mapping) else {}
+    if isinstance(report.get("payload_report"), Mapping):
+        report = report["payload_report"]
+    entries = report.get("inputs")
+    if not isinstance(entries, list) or not entries:
+        return None
+    counts = [entry.get("events") if isinstance(entry, Mapping) else None for entry in entries]
+    return None if any(c is None for c in counts) else [int(c) for c in counts]  # type: ignore[arg-type]
 
 
 def check_output(reported: ReportedOutput, *, size: int, adler32: str, input_events: int | None) -> str | None:

@@ -284,8 +284,13 @@ def campaigns_folder() -> str:
 
 
 def campaigns(sources: Sources) -> list[dict[str, Any]]:
-    """The ProdSys table (see rawflow.processing.campaign_round.campaigns_overview)."""
+    """The ProdSys table (see rawflow.processing.campaign_round.campaigns_overview): Processed % from the
+    outputs' replicas validated at every destination, read from the catalogue."""
     from rawflow.processing.campaign_round import campaigns_overview
     from rawflow.processing.jobs import JobStore
 
-    return campaigns_overview(campaigns_folder(), JobStore(sources.store().engine))
+    catalogue = sources.catalogue()
+    try:
+        return campaigns_overview(campaigns_folder(), JobStore(sources.store().engine), catalogue)
+    finally:
+        catalogue.close()
