@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -136,7 +137,12 @@ def xrdcp_baseline(local: LocalSites, sites: SitesConfig, lfns: dict[str, list[s
     start = time.perf_counter()
     for site, names in lfns.items():
         directory = names[0].rsplit("/", 1)[0]
-        target = local.doors[site]["root"].rstrip("/") + directory + "/"
+        door = local.doors[site]["root"].rstrip("/")
+        target = door + directory + "/"
+        # A directory target must exist (the rounds made it; the sites were cleared for the baseline).
+        parts = urlsplit(door)
+        remote = "/" + parts.path.lstrip("/") + directory
+        subprocess.run(["xrdfs", parts.netloc, "mkdir", "-p", remote], env=env, check=True)
         with tempfile.NamedTemporaryFile("w", delete=False, suffix=".lst") as listing:
             listing.write("\n".join(sites[T0].pfn(lfn) for lfn in names) + "\n")
         procs.append(
