@@ -31,6 +31,7 @@ from rawflow.catalogue.sql import replicas as replicas_table
 from rawflow.errors import PermanentError, TransientError
 from rawflow.naming import DataType, block_id_for, block_name, parse_block_id
 from rawflow.notify import Notifier
+from rawflow.sites import Site
 from rawflow.validation import SiteProgress
 
 log = logging.getLogger(__name__)
@@ -396,11 +397,13 @@ class MonitoringStore:
         site: str | None = None,
         failed_only: bool = False,
         expected_at: Sequence[str] = (),
+        assigned_at: Sequence[Site] = (),
     ) -> BlockDrillDown:
         """A page of the block's files (by LFN) with every replica's state, last error and attempts, read from
         the sql catalogue's tables. ``problems_only``: files with a replica that is not validated/archived, or
-        without a replica at one of ``expected_at`` (sites that hold every file: not copied yet). ``search``: LFNs
-        containing the text; ``site``: problems at that site only; ``failed_only``: a bad replica."""
+        without a replica at one of ``expected_at`` (sites that hold every file: not copied yet) or at one of
+        ``assigned_at`` (partial-share sites, with the data type's share) whose share includes them. ``search``:
+        LFNs containing the text; ``site``: problems at that site only; ``failed_only``: a bad replica."""
         if not self.has_catalogue_tables:
             raise PermanentError(
                 "the catalogue tables are not in the monitoring database: use drill_down_from_catalogue"
@@ -417,6 +420,13 @@ class MonitoringStore:
             missing = [s for s in expected_at if not site or s == site]
             for name_ in missing:
                 problem = sa.or_(problem, ~sa.exists().where(r.lfn == f.lfn, r.site == name_))
+            partial = [s for s in assigned_at if not site or s.name == site]
+            if partial:
+                # A share is a function of the LFN (crc32), not a column: list the block's files without a replica
+                # at the site, keep those its share includes (a few thousand names on a real day).
+                not_copied = self._assigned_without_replica(name, partial)
+                if not_copied:
+                    problem = sa.or_(problem, f.lfn.in_(sorted(not_copied)))
         filters = [in_block]
         if problems_only or failed_only:
             filters.append(problem)
@@ -454,6 +464,19 @@ class MonitoringStore:
             files=files,
             status=status,
         )
+
+    def _assigned_without_replica(self, block: str, partial: Sequence[Site]) -> set[str]:
+        f, r = files_table.c, replicas_table.c
+        lfns: set[str] = set()
+        with self._begin() as conn:
+            for partial_site in partial:
+                rows = conn.execute(
+                    sa.select(f.lfn).where(
+                        f.block == block, ~sa.exists().where(r.lfn == f.lfn, r.site == partial_site.name)
+                    )
+                )
+                lfns.update(row.lfn for row in rows if partial_site.keeps(row.lfn))
+        return lfns
 
     # -- time series ----------------------------------------------------------------------------------------
 
@@ -600,6 +623,7 @@ def drill_down_from_catalogue(
     site: str | None = None,
     failed_only: bool = False,
     expected_at: Sequence[str] = (),
+    assigned_at: Sequence[Site] = (),
 ) -> BlockDrillDown:
     """The same page as :meth:`MonitoringStore.drill_down`, through any catalogue backend (slower: the whole
     block is read)."""
@@ -624,7 +648,11 @@ def drill_down_from_catalogue(
         states = [(name, rv.state) for name, rv in view.replicas.items() if not site or name == site]
         if any(state in bad_states for _, state in states):
             return True
-        return not failed_only and any(s not in view.replicas for s in expected_at if not site or s == site)
+        if failed_only:
+            return False
+        if any(s not in view.replicas for s in expected_at if not site or s == site):
+            return True
+        return any(s.name not in view.replicas and s.keeps(view.lfn) for s in assigned_at if not site or s.name == site)
 
     matching = [
         v for v in views if (not (problems_only or failed_only) or has_problem(v)) and (not search or search in v.lfn)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import Message
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from rawflow.monitoring import MonitoringStore, kafka_status, quarantine_counts,
 from rawflow.naming import DataType, block_id_for, lfn_for
 from rawflow.notify import SmtpNotifier
 from rawflow.quarantine import Quarantine, QuarantineEntry, QuarantineStatus
+from rawflow.sites import Site
 from rawflow.validation import SiteProgress
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -205,6 +207,33 @@ def test_drill_down_filters_search_site_failed_and_not_copied_yet(catalogue: Sql
             assert (found.matching_files, [f.lfn for f in found.files]) == (1, [lfns[3]])
             assert drill(search="no such file").matching_files == 0
             assert drill(search="%").matching_files == 0  # a literal, not a LIKE wildcard
+    finally:
+        store.close()
+
+
+def test_not_done_at_a_partial_share_site_counts_only_its_share(catalogue: SqlCatalogue, db_url: str) -> None:
+    """IN2P3 keeps a third of each block: its files without a replica are not done, the other two thirds are."""
+    from rawflow.monitoring import drill_down_from_catalogue
+
+    files = make_files(TODAY, 30)
+    catalogue.register_files(files, site="IHEP-EOS")
+    in2p3 = Site(name="IN2P3-DCACHE", role="disk", url_prefix="root://in2p3//pnfs", share=Fraction(1, 3))
+    share = sorted(f.lfn for f in files if in2p3.keeps(f.lfn))
+    assert 0 < len(share) < len(files)
+    catalogue.set_replica_state(share[:2], "IN2P3-DCACHE", ReplicaState.VALIDATED)
+    catalogue.set_replica_state(share[2:3], "IN2P3-DCACHE", ReplicaState.BAD, error="timeout")
+    store = MonitoringStore(db_url)
+    block = block_id_for(TODAY)
+    try:
+        for drill in (
+            lambda **kw: store.drill_down("RAW", block, **kw),
+            lambda **kw: drill_down_from_catalogue(catalogue, "RAW", block, **kw),
+        ):
+            view = drill(problems_only=True, site="IN2P3-DCACHE", assigned_at=[in2p3], limit=100)
+            assert [f.lfn for f in view.files] == share[2:]
+            assert view.matching_files == len(share) - 2
+            # Without the share only the existing bad replica shows (files outside the share are never counted).
+            assert drill(problems_only=True, site="IN2P3-DCACHE").matching_files == 1
     finally:
         store.close()
 

@@ -75,8 +75,13 @@ def block(
     data_type, block_id = parse_block_name(name)
     store = sources.store()
     policy = sources.settings().policy
-    # Sites that hold every file (full share, the archive): a file without a replica there is not copied yet.
-    expected_at = [s.name for s in policy.sites.values() if s.archive or s.share >= 1] if policy else []
+    # Where the data type goes, with its own shares: a file without a replica at a site that holds every file
+    # (full share, the archive), or at a partial-share site whose share includes it, is not copied yet.
+    targets = policy.destinations_for(data_type.value) if policy else []
+    expected_at = [s.name for s in targets if s.share >= 1]
+    if policy and policy.policy(data_type.value).archive:
+        expected_at.append(policy.archive.name)
+    assigned_at = [s for s in targets if s.share < 1]
     filters: dict[str, Any] = {
         "problems_only": problems_only,
         "limit": limit,
@@ -85,6 +90,7 @@ def block(
         "site": site or None,
         "failed_only": failed_only,
         "expected_at": expected_at,
+        "assigned_at": assigned_at,
     }
     if sources.settings().catalogue_is_sql and store.has_catalogue_tables:
         view = store.drill_down(data_type, block_id, **filters)
