@@ -11,7 +11,7 @@ import pytest
 
 from rawflow.grid.airflow import CeleryPlan, celery_settings
 from rawflow.grid.stack import ScaleOut, _scale_out, check_scale_out
-from rawflow.grid.supervise import restart_delay
+from rawflow.grid.supervise import restart_count, restart_delay
 
 PG = "postgresql+psycopg2://airflow@127.0.0.1:5432/airflow"
 
@@ -64,6 +64,7 @@ def test_supervisor_restarts_a_dying_child_then_gives_up(tmp_path: Path) -> None
     assert done.returncode == 3
     assert counter.read_text() == "xxx"  # the first start and two restarts
     assert "giving up" in done.stdout and "restarting in 1 s" in done.stdout
+    assert restart_count(done.stdout + "child output\n") == 2
     assert time.monotonic() - started >= 3  # waited 1 s, then 2 s
 
 
