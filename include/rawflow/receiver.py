@@ -694,7 +694,8 @@ class Assignment:
 
     def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
-        self.owned = {(tp.topic, tp.partition) for tp in partitions}
+        # Eager rebalancing revokes everything first; cooperative rebalancing hands out increments: add both ways.
+        self.owned |= {(tp.topic, tp.partition) for tp in partitions}
         log.info("member %s assigned %s", self.member or "?", _partitions(self.owned))
 
     def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

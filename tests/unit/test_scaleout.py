@@ -77,3 +77,19 @@ def test_supervisor_stops_child_on_sigterm(tmp_path: Path) -> None:
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) != 0  # the child died of the forwarded SIGTERM; no restart
+
+
+def test_receiver_assignment_follows_rebalances() -> None:
+    from confluent_kafka import TopicPartition
+
+    from rawflow.receiver import Assignment
+
+    tracker = Assignment("r1")
+    tracker.on_assign(None, [TopicPartition("raw", p) for p in range(4)])  # type: ignore[arg-type]
+    assert tracker.owns("raw", 3) and tracker.rebalances == 1
+    tracker.on_revoke(None, [TopicPartition("raw", 2), TopicPartition("raw", 3)])  # type: ignore[arg-type]
+    assert tracker.owned == {("raw", 0), ("raw", 1)}
+    tracker.on_lost(None, [TopicPartition("raw", 0)])  # type: ignore[arg-type]
+    assert not tracker.owns("raw", 0) and tracker.owns("raw", 1)
+    tracker.on_assign(None, [TopicPartition("raw", 2)])  # type: ignore[arg-type]
+    assert tracker.owned == {("raw", 1), ("raw", 2)} and tracker.rebalances == 2
