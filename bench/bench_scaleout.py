@@ -132,7 +132,17 @@ def verdict(cpu: Mapping[str, Any], stages: Mapping[str, float] | None = None) -
     cores = dict(cpu["cores_used"])
     top = max(cores, key=lambda k: cores[k]) if cores else "?"
     if cpu["machine_busy"] >= 0.85:
-        return f"CPU: the machine is {cpu['machine_busy'] * 100:.0f}% busy; the biggest user is {top} ({cores[top]:.2f} cores)"
+        ours = sum(cores.values())
+        busy = cpu["machine_busy"] * (os.cpu_count() or 1)
+        shared = (
+            f"; this bench's processes use {ours:.2f} of the {busy:.2f} busy cores: the rest is other load on the box"
+            if ours < 0.6 * busy
+            else ""
+        )
+        return (
+            f"CPU: the machine is {cpu['machine_busy'] * 100:.0f}% busy; the biggest user is {top} "
+            f"({cores[top]:.2f} cores){shared}"
+        )
     if stages:
         where = {
             "storage (Tier-0 checks)": stages.get("tier0", 0.0),
