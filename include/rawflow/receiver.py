@@ -44,7 +44,7 @@ from rawflow.checks import (
     tier0_root,
 )
 from rawflow.errors import InvalidNameError, RawflowError, StorageNotFoundError, TransientError
-from rawflow.kafka import DeliveryTracker, KafkaSettings, Topics, consumer_config, producer_config
+from rawflow.kafka import DeliveryTracker, KafkaSettings, Topics, consumer_config, ensure_topics, producer_config
 from rawflow.messages import (
     Announcement,
     Outcome,
@@ -676,8 +676,48 @@ class CatalogueCall:
 # --- standalone daemon --------------------------------------------------------------------------------
 
 
-def make_consumer(settings: KafkaSettings, topics: Sequence[str]) -> Consumer:
-    """A subscribed consumer whose broker errors are logged (librdkafka keeps reconnecting by itself)."""
+class Assignment:
+    """The partitions this consumer group member owns, kept from the group's rebalance callbacks.
+
+    Several receivers (processes or hosts) in one consumer group drain an announcement topic's partitions in
+    parallel: the group coordinator gives each member a share, and when a member dies (its session times out)
+    or joins, the partitions are handed out again. Nothing else is needed for exactly-once registration: a
+    member commits a partition's offset only after the catalogue commit of the batch that read it, so the new
+    owner starts after the last registered batch and at worst re-reads one batch (registration is idempotent).
+    Callbacks run inside ``consume()``, between batches, so a batch never straddles a rebalance on this side.
+    """
+
+    def __init__(self, member: str = "") -> None:
+        self.member = member
+        self.owned: set[tuple[str, int]] = set()
+        self.rebalances = 0
+
+    def on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalances += 1
+        # Eager rebalancing revokes everything first; cooperative rebalancing hands out increments: add both ways.
+        self.owned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("member %s assigned %s", self.member or "?", _partitions(self.owned))
+
+    def on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.owned -= {(tp.topic, tp.partition) for tp in partitions}
+        log.info(
+            "member %s revoked %s", self.member or "?", _partitions({(tp.topic, tp.partition) for tp in partitions})
+        )
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.on_revoke(consumer, partitions)
+
+    def owns(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self.owned
+
+
+def _partitions(owned: Iterable[tuple[str, int]]) -> str:
+    return " ".join(f"{topic}[{partition}]" for topic, partition in sorted(owned)) or "(none)"
+
+
+def make_consumer(settings: KafkaSettings, topics: Sequence[str], assignment: Assignment | None = None) -> Consumer:
+    """A subscribed consumer whose broker errors are logged (librdkafka keeps reconnecting by itself). With
+    ``assignment``, the partitions it owns are tracked (and logged) through the group's rebalances."""
 
     def on_error(error: KafkaError) -> None:
         level = logging.ERROR if error.code() == KafkaError._ALL_BROKERS_DOWN else logging.WARNING
@@ -686,7 +726,12 @@ def make_consumer(settings: KafkaSettings, topics: Sequence[str]) -> Consumer:
     config = consumer_config(settings)
     config["error_cb"] = on_error
     consumer = Consumer(config)
-    consumer.subscribe(list(topics))
+    if assignment is None:
+        consumer.subscribe(list(topics))
+    else:
+        consumer.subscribe(
+            list(topics), on_assign=assignment.on_assign, on_revoke=assignment.on_revoke, on_lost=assignment.on_lost
+        )
     return consumer
 
 
@@ -717,6 +762,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--poll-timeout", type=float, default=1.0)
     p.add_argument("--session-timeout-ms", type=int, default=45000)
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="create missing topics with this many partitions (0: expect them to exist); run several receivers "
+        "with the same --group to drain them in parallel",
+    )
+    p.add_argument("--member", default=env("RAWFLOW_RECEIVER_MEMBER", ""), help="this member's name in logs")
     p.add_argument("--smtp-host", default=env("RAWFLOW_SMTP_HOST"))
     p.add_argument("--smtp-port", type=int, default=int(env("RAWFLOW_SMTP_PORT", "25")))
     p.add_argument("--smtp-user", default=env("RAWFLOW_SMTP_USER"))
@@ -741,7 +794,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sites = load_sites(args.sites or default_sites_path())
     topics = Topics().with_prefix(args.topic_prefix)
     types = [DataType.parse(t.strip()) for t in args.types.split(",") if t.strip()]
-    settings = KafkaSettings(bootstrap=args.bootstrap, group_id=args.group, session_timeout_ms=args.session_timeout_ms)
+    settings = KafkaSettings(
+        bootstrap=args.bootstrap,
+        group_id=args.group,
+        session_timeout_ms=args.session_timeout_ms,
+        client_id=f"rawflow-{args.member}" if args.member else "rawflow",
+    )
+    if args.partitions:
+        settings = replace(settings, partitions=args.partitions)
+        ensure_topics(settings, topics)
     notifier: Notifier
     if args.smtp_host and args.smtp_to:
         notifier = SmtpNotifier(
@@ -762,7 +823,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage_check=StorageCheck(args.storage_check),
         storage_parallel=args.storage_parallel,
     )
-    consumer = make_consumer(settings, [topics.announce_for(t) for t in types])
+    member = args.member or f"{os.uname().nodename}:{os.getpid()}"
+    consumer = make_consumer(settings, [topics.announce_for(t) for t in types], Assignment(member))
     producer = make_producer(settings)
     receiver = Receiver(
         consumer,
@@ -784,7 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(
-        "DataReceiver up: %s → %s, group %s, storage check %s",
+        "DataReceiver %s up: %s → %s, group %s, storage check %s",
+        member,
         ",".join(t.value for t in types),
         settings.bootstrap,
         settings.group_id,

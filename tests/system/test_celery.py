@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import yaml
 from rawflow.catalogue.base import ReplicaState
 from rawflow.grid import stack
 from rawflow.grid.process import pid_alive
+from rawflow.grid.supervise import restart_count
 from rawflow.naming import DataType, block_id_for
 from rawflow.sites import default_sites_path, load_sites
 from tests.system.test_block_flow import (
@@ -117,6 +120,111 @@ def test_celery_grid_runs_a_day_of_files_end_to_end(celery_grid: Grid) -> None:
     assert any("execute_workload" in text or "Received task" in text for text in received.values()), received
 
 
+def _assert_every_replica_validated(grid: Grid, day: date, lfns: list[str]) -> None:
+    """Every file at every target it is assigned to, validated (archived at the archive), none copied more than
+    twice (at most one interrupted attempt), and the block's progress says the same."""
+    progress = grid.progress(day)
+    expected = _expected_assignments(grid, lfns)
+    assert {name: p.assigned for name, p in progress.items()} == expected
+    assert all(p.processed == p.assigned and p.pending == 0 and p.problematic == 0 for p in progress.values()), progress
+    catalogue = grid.catalogue()
+    try:
+        for site in [*grid.sites.destinations, grid.sites.archive]:
+            replicas = catalogue.replica_states(lfns, site=site.name)
+            kept = [by[site.name] for by in replicas.values() if site.name in by]
+            assert len(kept) == expected[site.name], site.name
+            assert {info.state for info in kept} <= {ReplicaState.VALIDATED, ReplicaState.ARCHIVED}, site.name
+            assert max(info.attempts for info in kept) <= 2, site.name
+    finally:
+        catalogue.close()
+
+
+def _copies_under_way(grid: Grid, lfns: list[str]) -> Callable[[], bool]:
+    """True once some replica of ``lfns`` is being copied to a destination (a block run is in flight)."""
+
+    def check() -> bool:
+        catalogue = grid.catalogue()
+        try:
+            for site in grid.sites.destinations:
+                states = catalogue.replica_states(lfns, site=site.name)
+                if any(by[site.name].state is ReplicaState.COPYING for by in states.values() if site.name in by):
+                    return True
+            return False
+        finally:
+            catalogue.close()
+
+    return check
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_redis_broker_restarted_mid_run_run_completes(celery_grid: Grid) -> None:
+    grid = celery_grid
+    day = _days_ago(4)
+    files = grid.announce(day, count=16, sizes=(2 * 1024 * 1024, 4 * 1024 * 1024))
+    grid.wait_registered(day, 16)
+    lfns = [lfn for lfn, _ in files]
+    run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+    _wait(_copies_under_way(grid, lfns), "copies under way", timeout=300)
+    before = dict(grid.state.components["redis"])
+    started = time.monotonic()
+    # Down for a few seconds, then back on the same port with its append-only file: queued tasks survive.
+    grid.state.restart_redis(down_seconds=3)
+    after = grid.state.components["redis"]
+    assert after["pid"] != before["pid"] and not pid_alive(int(before["pid"]))
+    assert after["endpoint"] == before["endpoint"]
+    print(f"Redis restarted in {time.monotonic() - started:.1f} s")
+    assert grid.api.wait_runs(DAG, [run_id], timeout=400)[run_id] == "success"
+    _assert_every_replica_validated(grid, day, lfns)
+    # Both workers rode it out: still alive, and they said so in their logs (kombu reconnects by itself).
+    for name in WORKERS:
+        assert pid_alive(int(grid.state.components[name]["pid"])), name
+
+
+def test_scheduler_sigkilled_mid_run_supervisor_restarts_it_run_completes(celery_grid: Grid) -> None:
+    grid = celery_grid
+    info = grid.state.components["scheduler"]
+    supervisor = int(info["pid"])
+    log = Path(info["log"])
+    restarts_before = restart_count(log.read_text(errors="replace"))
+    day = _days_ago(5)
+    files = grid.announce(day, count=16, sizes=(2 * 1024 * 1024, 4 * 1024 * 1024))
+    grid.wait_registered(day, 16)
+    lfns = [lfn for lfn, _ in files]
+    run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
+    _wait(_copies_under_way(grid, lfns), "copies under way", timeout=300)
+    schedulers = _children(supervisor)
+    assert len(schedulers) == 1, schedulers
+    victim = schedulers[0]
+    os.kill(victim, signal.SIGKILL)
+    _wait(lambda: not pid_alive(victim), "the scheduler gone", timeout=15)
+
+    def restarted() -> bool:
+        return restart_count(log.read_text(errors="replace")) > restarts_before and bool(_children(supervisor))
+
+    _wait(restarted, "the supervisor restarting the scheduler", timeout=30)
+    assert grid.api.wait_runs(DAG, [run_id], timeout=400)[run_id] == "success"
+    _assert_every_replica_validated(grid, day, lfns)
+    # One restart, by the same supervisor, of a scheduler that then stayed up.
+    text = log.read_text(errors="replace")
+    assert restart_count(text) == restarts_before + 1, text[-2000:]
+    assert "exited with -9" in text
+    assert pid_alive(supervisor)
+    assert [pid for pid in _children(supervisor) if pid != victim]
+
+
+# Last: it leaves one worker.
 def test_worker_sigkilled_while_copying_task_completes_on_the_other(celery_grid: Grid) -> None:
     grid = celery_grid
     day = _days_ago(3)
@@ -156,15 +264,4 @@ def test_worker_sigkilled_while_copying_task_completes_on_the_other(celery_grid:
     # Nobody restarted the victim: the retry ran on the survivor, the one worker left.
     assert not pid_alive(int(grid.state.components[victim]["pid"]))
     assert pid_alive(int(grid.state.components[survivor]["pid"]))
-    progress = grid.progress(day)
-    assert all(p.pending == 0 and p.problematic == 0 for p in progress.values()), progress
-    catalogue = grid.catalogue()
-    try:
-        for site in [*grid.sites.destinations, grid.sites.archive]:
-            replicas = catalogue.replica_states(lfns, site=site.name)
-            kept = [by[site.name] for by in replicas.values() if site.name in by]
-            assert {info.state for info in kept} <= {ReplicaState.VALIDATED, ReplicaState.ARCHIVED}, site.name
-            # At most one interrupted attempt: no file is copied more than twice.
-            assert max(info.attempts for info in kept) <= 2, site.name
-    finally:
-        catalogue.close()
+    _assert_every_replica_validated(grid, day, lfns)

@@ -11,7 +11,7 @@ import pytest
 
 from rawflow.grid.airflow import CeleryPlan, celery_settings
 from rawflow.grid.stack import ScaleOut, _scale_out, check_scale_out
-from rawflow.grid.supervise import restart_delay
+from rawflow.grid.supervise import restart_count, restart_delay
 
 PG = "postgresql+psycopg2://airflow@127.0.0.1:5432/airflow"
 
@@ -64,6 +64,7 @@ def test_supervisor_restarts_a_dying_child_then_gives_up(tmp_path: Path) -> None
     assert done.returncode == 3
     assert counter.read_text() == "xxx"  # the first start and two restarts
     assert "giving up" in done.stdout and "restarting in 1 s" in done.stdout
+    assert restart_count(done.stdout + "child output\n") == 2
     assert time.monotonic() - started >= 3  # waited 1 s, then 2 s
 
 
@@ -76,3 +77,19 @@ def test_supervisor_stops_child_on_sigterm(tmp_path: Path) -> None:
     time.sleep(1.5)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) != 0  # the child died of the forwarded SIGTERM; no restart
+
+
+def test_receiver_assignment_follows_rebalances() -> None:
+    from confluent_kafka import TopicPartition
+
+    from rawflow.receiver import Assignment
+
+    tracker = Assignment("r1")
+    tracker.on_assign(None, [TopicPartition("raw", p) for p in range(4)])  # type: ignore[arg-type]
+    assert tracker.owns("raw", 3) and tracker.rebalances == 1
+    tracker.on_revoke(None, [TopicPartition("raw", 2), TopicPartition("raw", 3)])  # type: ignore[arg-type]
+    assert tracker.owned == {("raw", 0), ("raw", 1)}
+    tracker.on_lost(None, [TopicPartition("raw", 0)])  # type: ignore[arg-type]
+    assert not tracker.owns("raw", 0) and tracker.owns("raw", 1)
+    tracker.on_assign(None, [TopicPartition("raw", 2)])  # type: ignore[arg-type]
+    assert tracker.owned == {("raw", 1), ("raw", 2)} and tracker.rebalances == 2

@@ -119,6 +119,22 @@ class GridState:
             )
         self.add("triggerer", daemon, endpoint=f"127.0.0.1:{ports.trigger_log}")
 
+    def restart_redis(self, *, down_seconds: float = 0.0) -> None:
+        """Stop the private Celery broker (Redis) and start it again on the same port and data directory, after
+        ``down_seconds`` (a broker-restart drill). Its append-only file brings the queued messages back; Celery
+        workers and the scheduler reconnect by themselves. `down` stops the new process too."""
+        from rawflow.grid.redis import start_redis
+
+        info = self.components.get("redis")
+        if info is None:
+            raise RuntimeError("this grid has no private Redis (grid up --executor celery --broker redis)")
+        port = int(str(info["endpoint"]).rsplit(":", 1)[1])
+        stop_group(int(info["pid"]))
+        time.sleep(down_seconds)
+        with self.marker():
+            redis = start_redis(Path(info["data_dir"]), port=port)
+        self.add("redis", redis.daemon, endpoint=f"127.0.0.1:{redis.port}", data_dir=str(redis.data_dir))
+
     @property
     def grid_id(self) -> str | None:
         """The marker every process of this grid carries in its environment (``RAWFLOW_GRID_ID``)."""

@@ -25,6 +25,14 @@ def restart_delay(recent_restarts: int) -> float:
     return float(min(30, 2 ** max(0, recent_restarts - 1)))
 
 
+RESTART_LINE = "; restarting in "
+
+
+def restart_count(log_text: str) -> int:
+    """How many times the supervisor restarted its child, read from the log it shares with the child."""
+    return sum(1 for line in log_text.splitlines() if line.startswith("supervise: ") and RESTART_LINE in line)
+
+
 def supervise(argv: list[str], *, max_restarts: int) -> int:
     stopping = False
     child: subprocess.Popen[bytes] | None = None
@@ -53,7 +61,7 @@ def supervise(argv: list[str], *, max_restarts: int) -> int:
             )
             return code or 1
         delay = restart_delay(len(restarts))
-        print(f"supervise: {argv[0]!r} exited with {code}; restarting in {delay:.0f} s", flush=True)
+        print(f"supervise: {argv[0]!r} exited with {code}{RESTART_LINE}{delay:.0f} s", flush=True)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not stopping:
             time.sleep(0.2)
