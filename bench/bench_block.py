@@ -230,16 +230,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="bound on every wait, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the grid's state directory (logs) afterwards")
+    parser.add_argument(
+        "--with-keepup",
+        action="store_true",
+        help="also start the HTCondor pool, so keep-up converts the block's files while it is replicated "
+        "(off by default: the bench measures the raw flow alone, keep-up's DAG is paused)",
+    )
     args = parser.parse_args(argv)
 
     var = Path(tempfile.mkdtemp(prefix="rawflow-bench-block-"))
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     try:
-        state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line, flush=True))
+        state = stack.up(
+            var, api_port=None, condor=args.with_keepup, progress=lambda line: print("grid:", line, flush=True)
+        )
         os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
         bench = Bench(state, args.files, args.kib, datetime.now(UTC).date() - timedelta(days=5))
         for dag_id in ("rawflow_receiver", BLOCK_DAG):
             bench.api.unpause(dag_id)
+        if not args.with_keepup:
+            bench.api.pause("rawflow_keepup")
         print(f"writing {args.files} files into the Tier-0 (untimed)", flush=True)
         bench.announcer.write(bench.files)
         rawflow = bench.rawflow(args.timeout)
