@@ -6,9 +6,13 @@ from typing import Any
 
 
 def block_targets(
-    sites_path: str | None = None, only: list[str] | None = None, timezone: str | None = None
+    sites_path: str | None = None,
+    only: list[str] | None = None,
+    timezone: str | None = None,
+    data_type: str | None = None,
 ) -> list[str]:
-    """Every site a block goes to (disk destinations, then the tape archive), read at run time.
+    """Every site a block of ``data_type`` goes to (its policy's disk destinations, then the tape archive if the
+    type is archived), read at run time.
 
     ``only`` restricts the run to some of them (a retransfer to one site); an unknown name fails the run.
     ``timezone``: the timetable's receiving-day zone, which must be the site policy's (else days would differ).
@@ -26,7 +30,7 @@ def block_targets(
             sites.timezone,
             f"differs from Airflow's [rawflow] receiving_day_timezone {timezone!r}: set both to the same zone",
         )
-    names = [site.name for site in targets(sites)]
+    names = [site.name for site in targets(sites, data_type=data_type)]
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
@@ -54,6 +58,7 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
     catalogue = CatalogueHook(catalogue_conn_id).get_conn()
     audit: dict[str, Any] = {}
     try:
+        # The type's own targets only (ESD: its policy's sites, no tape).
         status = replication.block_status(catalogue, load_sites(sites_path()), data_type, block_id)
         block = catalogue.get_block(*_key(data_type, block_id))
         if block is not None and not block.is_open:

@@ -76,7 +76,10 @@ def block(
     store = sources.store()
     policy = sources.settings().policy
     # Sites that hold every file (full share, the archive): a file without a replica there is not copied yet.
-    expected_at = [s.name for s in policy.sites.values() if s.archive or s.share >= 1] if policy else []
+    typed = policy.for_type(data_type) if policy is not None else None
+    expected_at = (
+        [s.name for s in typed.sites.values() if (s.archive and typed.to_tape) or s.share >= 1] if typed else []
+    )
     filters: dict[str, Any] = {
         "problems_only": problems_only,
         "limit": limit,
@@ -106,8 +109,8 @@ def block(
         total_files=view.total_files,
         matching_files=view.matching_files,
         offset=view.offset,
-        # Every site of the policy, even before its first copy: an empty column reads "not copied yet".
-        sites=sources.order_sites(set(view.sites) | set(view.status) | set(sources.settings().site_order)),
+        # Every target of the block's type, even before its first copy: an empty column reads "not copied yet".
+        sites=sources.order_sites(set(view.sites) | set(view.status) | set(_type_targets(sources, view.data_type))),
         status={site: cell_out(cell) for site, cell in view.status.items()},
         files=[
             schemas.FileOut(
@@ -122,6 +125,16 @@ def block(
             for f in view.files
         ],
     )
+
+
+def _type_targets(sources: Sources, data_type: str) -> list[str]:
+    """The Tier-0 and the sites ``data_type``'s blocks go to (the site order's, if the policy is unreadable)."""
+    from rawflow.planning import targets
+
+    policy = sources.settings().policy
+    if policy is None:
+        return list(sources.settings().site_order)
+    return [policy.tier0.name, *(s.name for s in targets(policy, data_type=data_type))]
 
 
 def series(sources: Sources, hours: float, bucket_minutes: float) -> schemas.SeriesOut:
