@@ -180,7 +180,7 @@ class ReplicateBlockSiteOperator(BaseOperator):
                 totals=totals,
                 submitted=submitted,
                 record=record,
-                reconcile=lambda: self._reconcile(catalogue, storage, sites),
+                reconcile=(lambda: self._reconcile(catalogue, storage, sites)) if self._announced() else None,
                 close_gate=self._close_gate(catalogue, catalogue_hook.quarantine_url(), settings),
             )
         except PermanentError as exc:
@@ -261,6 +261,15 @@ class ReplicateBlockSiteOperator(BaseOperator):
         return TransfertoolHook(
             str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
         ).get_conn()
+
+    def _announced(self) -> bool:
+        """Whether files of this type arrive by announcement (RAW, RTRAW), so lost ones are reconciled from the
+        Tier-0 before the block closes. ESD is only made by keep-up, which registers it with its lineage: a
+        file at the Tier-0 that keep-up did not register failed its output check and must not be registered."""
+        from rawflow.naming import DataType
+        from rawflow.ops.reconcile import DATA_TYPES
+
+        return DataType.parse(self.data_type) in DATA_TYPES
 
     def _reconcile(self, catalogue: Any, storage: Any, sites: Any) -> None:
         """Register files the Tier-0 holds that no announcement brought (the broker lost them)."""
