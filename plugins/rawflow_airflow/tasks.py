@@ -55,8 +55,10 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
     from rawflow_airflow.hooks.catalogue import CatalogueHook
     from rawflow_airflow.settings import sites_path
 
-    catalogue = CatalogueHook(catalogue_conn_id).get_conn()
+    hook = CatalogueHook(catalogue_conn_id)
+    catalogue = hook.get_conn()
     audit: dict[str, Any] = {}
+    missing: dict[str, Any] | None = None
     try:
         # The type's own targets only (ESD: its policy's sites, no tape).
         status = replication.block_status(catalogue, load_sites(sites_path()), data_type, block_id)
@@ -68,6 +70,7 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
             audit = audit_closed_block(
                 catalogue, data_type, block_id, list(status), catalogue_conn_id=catalogue_conn_id
             )
+            missing = _missing_from_keepup(catalogue, hook.quarantine_url(), data_type, block_id)
     finally:
         catalogue.close()
     return {
@@ -77,7 +80,26 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
         "closed": bool(block and not block.is_open),
         "sites": {name: progress.to_dict() for name, progress in status.items()},
         "audit": audit,
+        **({"missing_from_keepup": missing} if missing is not None else {}),
     }
+
+
+def _missing_from_keepup(catalogue: Any, jobs_url: str, data_type: str, block_id: str) -> dict[str, Any] | None:
+    """For a closed derived block (RTRAW, ESD): the parent files keep-up still owed it when it closed (the
+    bounded wait ran out), as a count and the first names; None for RAW."""
+    from rawflow.naming import DERIVATION, DataType
+    from rawflow.processing.closing import MAX_LISTED, pending_parents
+    from rawflow.processing.jobs import JobStore
+
+    kind = DataType.parse(data_type)
+    if kind not in DERIVATION:
+        return None
+    jobs = JobStore(jobs_url)
+    try:
+        pending = pending_parents(catalogue, jobs, kind, block_id)
+    finally:
+        jobs.close()
+    return {"count": len(pending), "files": dict(sorted(pending.items())[:MAX_LISTED])}
 
 
 def _key(data_type: str, block_id: str) -> tuple[Any, str]:

@@ -145,6 +145,7 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
         assert list(report["sites"]) == ["CNAF-STORM", "IN2P3-DCACHE"], report
         assert report["closed"] and report["sites"]["CNAF-STORM"]["processed"] == FILES, report
         assert report["sites"]["IN2P3-DCACHE"]["assigned"] == at_in2p3, report
+        assert report["missing_from_keepup"] == {"count": 0, "files": {}}, report
         token = grid.api._login()
         request = urllib.request.Request(f"{grid.api.url}/rawflow/api/matrix?days=5&type=ESD")
         request.add_header("Authorization", f"Bearer {token}")
