@@ -2,7 +2,10 @@
 
 register (catalogue bookkeeping) → replicate per target site, in parallel (plan → transfer chunks → validate
 → retransfer, deferred between rounds until the block is closed) → block report. The tape archive is one of
-the targets: its rounds copy to IHEP-TAPE and poll the archive until every file is on tape.
+the targets (unless the type's policy says otherwise, as ESD's does): its rounds copy to IHEP-TAPE and poll the
+archive until every file is on tape. A derived block (RTRAW, ESD) closes only once its parent block is closed
+and keep-up has nothing pending for the day, or a bounded wait after the parent closed has passed
+(rawflow.processing.closing).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def block_dag(data_type: str) -> None:
             names = block_targets(
                 only=(dag_run.conf or {}).get("sites") if dag_run else None,
                 timezone=dag.timetable.timezone_name if dag is not None else None,
+                data_type=data_type,
             )
             # Each site's Celery queue, same order: the cluster policy (policies.py) routes its replicate there.
             ti.xcom_push(key=QUEUES_XCOM_KEY, value=block_target_queues(names))
@@ -64,5 +68,7 @@ def block_dag(data_type: str) -> None:
     rawflow_block()
 
 
-for _data_type in ("RAW", "RTRAW"):
+# RAW from the receiver; RTRAW and ESD from keep-up processing (rawflow_keepup), each by its own policy
+# (config/sites.yaml `policies:`; ESD goes to fewer sites and not to tape).
+for _data_type in ("RAW", "RTRAW", "ESD"):
     block_dag(_data_type)

@@ -605,7 +605,7 @@ def _audit(args: argparse.Namespace, data_type: DataType) -> int:
     from rawflow.planning import targets
 
     sites = _sites(args)
-    names = [sites[args.site].name] if args.site else [s.name for s in targets(sites)]
+    names = [sites[args.site].name] if args.site else [s.name for s in targets(sites, data_type=data_type.value)]
     url = _catalogue_url(args)
     catalogue = get_catalogue(url)
     try:
@@ -1115,7 +1115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="see actions below",
     )
     block.add_argument("block_id", help="YYYYMMDD")
-    block.add_argument("--type", default="RAW", help="RAW or RTRAW")
+    block.add_argument("--type", default="RAW", help="RAW, RTRAW or ESD")
     block.add_argument(
         "--no-retransfer", action="store_true", help="audit: mark lost replicas bad but trigger no block DAG run"
     )

@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keepup = bool(state.values.get("condor_config"))
     dag_ids = ["rawflow_receiver", "rawflow_block_raw"]
     if keepup:
-        dag_ids += ["rawflow_keepup", "rawflow_block_rtraw"]
+        dag_ids += ["rawflow_keepup", "rawflow_block_rtraw", "rawflow_block_esd"]
     for dag_id in dag_ids:
         for _ in range(60):
             try:

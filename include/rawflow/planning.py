@@ -359,10 +359,14 @@ def plan_site(
     )
 
 
-def targets(sites: SitesConfig, *, archive: bool = True) -> list[Site]:
-    """Every site a block goes to: the disk destinations, then the tape archive."""
+def targets(sites: SitesConfig, *, archive: bool = True, data_type: str | None = None) -> list[Site]:
+    """Every site a block goes to: the disk destinations, then the tape archive (unless the type is not
+    archived). ``data_type`` (or a :meth:`SitesConfig.for_type` view) applies that type's policy: its shares,
+    each site with its share for the type, and whether it goes to tape."""
+    if data_type is not None:
+        sites = sites.for_type(data_type)
     chosen = list(sites.destinations)
-    if archive:
+    if archive and sites.to_tape:
         chosen.append(sites.archive)
     return chosen
 
@@ -381,7 +385,8 @@ def plan_block(
     multihop: bool = False,
     now: datetime | None = None,
 ) -> BlockPlan:
-    """Plan every target site (or only the named ones) for one block."""
+    """Plan every target site (or only the named ones) for one block, by ``data_type``'s policy."""
+    sites = sites.for_type(data_type)
     chosen = targets(sites, archive=archive)
     if only is not None:
         wanted = set(only)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rawflow import planning
 from rawflow.archive import ArchivePoll, poll_tape
@@ -33,6 +33,9 @@ from rawflow.storage.base import Storage
 from rawflow.transfer.base import FileState, JobStatus, TransferFile, TransferJob, Transfertool
 from rawflow.validation import MISSING, SiteProgress, block_progress, check_replica, site_progress
 from rawflow.verify import site_reachable, verify_site
+
+if TYPE_CHECKING:
+    from rawflow.processing.closing import CloseDecision
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ def block_status(
     kind = DataType.parse(data_type)
     files = catalogue.files_in_block(kind, block_id)
     replicas = catalogue.replica_states(block=(kind, block_id))
-    return block_progress(sites, files, replicas, retry, archive=archive)
+    return block_progress(sites, files, replicas, retry, archive=archive, data_type=kind.value)
 
 
 # -- transfers ------------------------------------------------------------------------------------------------
@@ -460,6 +463,9 @@ class RoundSettings:
     recheck_seconds: float = 30.0
     archive_poll_seconds: float = 5.0
     chunk_parallel: int = 4  # a site's chunks copied at the same time
+    # A derived block held open past ``close_at`` (its parent is open, keep-up still owes files) is asked again
+    # after this long (sooner when its own files change: the block trigger wakes the round).
+    close_recheck_seconds: float = 60.0
 
     @property
     def block(self) -> str:
@@ -493,12 +499,15 @@ class RoundResult:
 
 
 ProgressSink = Callable[[SiteProgress, int], None]
+CloseGate = Callable[[datetime], "CloseDecision"]
+"""Asked once a block is due to close: may it close now? (``rawflow.processing.closing.derived_close``)"""
 
 
 def site_snapshot(
     catalogue: Catalogue, sites: SitesConfig, data_type: DataType, block_id: str, site: str, retry: RetryPolicy
 ) -> tuple[SiteProgress, int]:
     """The site's progress and the bytes it holds (validated or archived), straight from the catalogue."""
+    sites = sites.for_type(data_type)
     files = catalogue.files_in_block(data_type, block_id)
     replicas = catalogue.replica_states(block=(data_type, block_id), site=site)
     progress = site_progress(sites[site], files, replicas, retry)
@@ -543,6 +552,7 @@ def run_site_round(
     submitted: Sequence[SubmittedChunk] | None = None,
     record: ProgressSink | None = None,
     reconcile: Callable[[], object] | None = None,
+    close_gate: CloseGate | None = None,
     now: datetime | None = None,
 ) -> RoundResult:
     """One replication round of a block at one site: close check, plan, reachability probe, copy (or FTS
@@ -552,11 +562,18 @@ def run_site_round(
     ``transfertool`` is called only when there is something to copy. ``submitted``: FTS chunks of the
     previous round whose jobs are over (collect and validate them instead of planning new copies).
     ``reconcile``: registers files the Tier-0 holds but the catalogue lacks; run before the block closes.
+    ``close_gate``: asked once the block is due to close (a derived block: its parent closed and keep-up done,
+    or the bound passed); while it says no, the block stays open and the round looks again after
+    ``settings.close_recheck_seconds``.
     """
     now = now or utc_now()
     totals_now = _new_totals(totals, now)
-    site = sites[settings.site]
     kind = settings.data_type
+    # The block's type decides its targets and shares (ESD: fewer sites, no tape).
+    sites = sites.for_type(kind)
+    site = sites[settings.site]
+    if site.name not in {s.name for s in planning.targets(sites)}:
+        raise PermanentError(f"{site.name} is not a target of {kind.value} blocks (config policies.{kind.value})")
     lock = threading.Lock()
 
     def publish() -> tuple[SiteProgress, int]:
@@ -571,7 +588,21 @@ def run_site_round(
 
     block = catalogue.get_block(kind, settings.block_id)
     due = settings.close_at is not None and now >= settings.close_at
-    if block is not None and block.is_open and due:
+    held_open: CloseDecision | None = None
+    if due and close_gate is not None and (block is None or block.is_open):
+        # A derived block waits for its parent block and for keep-up (bounded): see processing/closing.py.
+        decision = close_gate(now)
+        if decision.close:
+            if decision.forced:
+                log.warning("%s: %s; missing e.g. %s", settings.block, decision.reason, dict(decision.missing))
+                totals_now["closed_without"] = {"count": decision.missing_count, "files": dict(decision.missing)}
+        else:
+            held_open = decision
+            totals_now["close_held"] = decision.reason
+            log.info("%s stays open: %s", settings.block, decision.reason)
+    if held_open is None:
+        totals_now.pop("close_held", None)
+    if block is not None and block.is_open and due and held_open is None:
         if reconcile is not None:
             # Announcements the broker lost are registered before the block closes, never after.
             reconcile()
@@ -579,7 +610,7 @@ def run_site_round(
         log.info("block %s closed (end of day + grace passed)", settings.block)
         block = catalogue.get_block(kind, settings.block_id)
     # A block nobody registered a file into by its closing time is empty and closed.
-    closed = (block is not None and not block.is_open) or (block is None and due)
+    closed = (block is not None and not block.is_open) or (block is None and due and held_open is None)
 
     plan = plan_block(
         catalogue,
@@ -703,6 +734,12 @@ def run_site_round(
     wake_at = later + wait if progress.pending or settings.close_at is None else settings.close_at
     if not closed and settings.close_at is not None:
         wake_at = min(wake_at, settings.close_at)
+    if held_open is not None:
+        # Due but held open: ask the gate again after a while (or at its bound), not at once.
+        again = later + timedelta(seconds=max(settings.close_recheck_seconds, 1.0))
+        if held_open.deadline is not None:
+            again = min(again, max(held_open.deadline, later))
+        wake_at = max(wake_at, again) if not progress.pending else min(later + wait, again)
     return RoundResult(
         RoundOutcome.WAIT, progress, held, totals_now, known_files, known_open, wake_at=wake_at, chunks=tuple(results)
     )
@@ -769,9 +806,9 @@ def run_block(
     block left open) until no round copies anything — routed sites are fed once their hop holds validated
     replicas. The same :func:`run_site_round` the DAG runs."""
     kind = DataType.parse(data_type)
-    targets = list(only) if only is not None else [s.name for s in sites.destinations]
-    if only is None and archive:
-        targets.append(sites.archive.name)
+    targets = (
+        list(only) if only is not None else [s.name for s in planning.targets(sites.for_type(kind), archive=archive)]
+    )
     results: list[ChunkResult] = []
     totals: dict[str, Mapping[str, Any]] = {}
     for _ in range(rounds):

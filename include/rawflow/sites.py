@@ -85,6 +85,9 @@ class SitesConfig:
     # The receiving day's time zone (IANA name): a block is a calendar day there.
     timezone: str = "UTC"
     policies: Mapping[str, DataPolicy] = field(default_factory=dict)
+    # A view for one data type (:meth:`for_type`): its name, and whether its blocks go to the tape archive.
+    data_type: str | None = None
+    to_tape: bool = True
 
     @property
     def tier0(self) -> Site:
@@ -116,6 +119,29 @@ class SitesConfig:
         shares = self.policy(data_type).shares
         return [replace(s, share=shares[s.name]) for s in self.sites.values() if shares.get(s.name, 0) > 0]
 
+    def _not_a_view(self) -> None:
+        if self.data_type is not None:
+            raise ValueError(f"the {self.data_type} view of the site policy is not a policy file")
+
+    def for_type(self, data_type: object) -> SitesConfig:
+        """The policy as ``data_type``'s blocks see it: each disk destination with that type's share (0 if the
+        type's policy leaves it out), and ``to_tape`` False if the type is not archived. A type without a
+        policy section sees the sites unchanged. Planning, progress and audits of a block take this view, so
+        a block's targets are only the sites its type goes to."""
+        key = str(getattr(data_type, "value", data_type)).upper()
+        if self.data_type is not None:
+            if self.data_type != key:
+                raise ValueError(f"a view of the policy for {self.data_type} cannot be viewed as {key}")
+            return self
+        if key not in self.policies:
+            return replace(self, data_type=key)
+        policy = self.policies[key]
+        sites = {
+            name: replace(s, share=policy.shares.get(name, Fraction(0))) if s.role == "disk" and not s.tier0 else s
+            for name, s in self.sites.items()
+        }
+        return replace(self, sites=sites, data_type=key, to_tape=policy.archive)
+
     def __getitem__(self, name: str) -> Site:
         try:
             return self.sites[name]
@@ -129,6 +155,7 @@ class SitesConfig:
 
     def with_url_prefixes(self, prefixes: Mapping[str, str]) -> SitesConfig:
         """The same policy with some sites' URL prefixes replaced (the local grid's loopback servers)."""
+        self._not_a_view()
         sites = {n: replace(s, url_prefix=prefixes.get(n, s.url_prefix)) for n, s in self.sites.items()}
         raw: dict[str, Any] = {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(sites)}
         if self.policies:
@@ -136,6 +163,7 @@ class SitesConfig:
         return validate_sites(raw, source=self.source)
 
     def to_raw(self) -> dict[str, Any]:
+        self._not_a_view()
         raw: dict[str, Any] = {"checksum": self.checksum, "timezone": self.timezone, "sites": _as_raw(self.sites)}
         if self.policies:
             raw["policies"] = _policies_raw(self.policies)

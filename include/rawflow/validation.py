@@ -144,7 +144,10 @@ def block_progress(
     retry: RetryPolicy | None = None,
     *,
     archive: bool = True,
+    data_type: str | None = None,
 ) -> dict[str, SiteProgress]:
-    """Assigned / Processed / Problematic for every target site of a block."""
-    chosen = [*sites.destinations, *([sites.archive] if archive else [])]
+    """Assigned / Processed / Problematic for every target site of a block (by ``data_type``'s policy)."""
+    if data_type is not None:
+        sites = sites.for_type(data_type)
+    chosen = [*sites.destinations, *([sites.archive] if archive and sites.to_tape else [])]
     return {site.name: site_progress(site, files, replicas, retry) for site in chosen}

@@ -6,9 +6,13 @@ from typing import Any
 
 
 def block_targets(
-    sites_path: str | None = None, only: list[str] | None = None, timezone: str | None = None
+    sites_path: str | None = None,
+    only: list[str] | None = None,
+    timezone: str | None = None,
+    data_type: str | None = None,
 ) -> list[str]:
-    """Every site a block goes to (disk destinations, then the tape archive), read at run time.
+    """Every site a block of ``data_type`` goes to (its policy's disk destinations, then the tape archive if the
+    type is archived), read at run time.
 
     ``only`` restricts the run to some of them (a retransfer to one site); an unknown name fails the run.
     ``timezone``: the timetable's receiving-day zone, which must be the site policy's (else days would differ).
@@ -26,7 +30,7 @@ def block_targets(
             sites.timezone,
             f"differs from Airflow's [rawflow] receiving_day_timezone {timezone!r}: set both to the same zone",
         )
-    names = [site.name for site in targets(sites)]
+    names = [site.name for site in targets(sites, data_type=data_type)]
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
@@ -51,9 +55,12 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
     from rawflow_airflow.hooks.catalogue import CatalogueHook
     from rawflow_airflow.settings import sites_path
 
-    catalogue = CatalogueHook(catalogue_conn_id).get_conn()
+    hook = CatalogueHook(catalogue_conn_id)
+    catalogue = hook.get_conn()
     audit: dict[str, Any] = {}
+    missing: dict[str, Any] | None = None
     try:
+        # The type's own targets only (ESD: its policy's sites, no tape).
         status = replication.block_status(catalogue, load_sites(sites_path()), data_type, block_id)
         block = catalogue.get_block(*_key(data_type, block_id))
         if block is not None and not block.is_open:
@@ -63,6 +70,7 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
             audit = audit_closed_block(
                 catalogue, data_type, block_id, list(status), catalogue_conn_id=catalogue_conn_id
             )
+            missing = _missing_from_keepup(catalogue, hook.quarantine_url(), data_type, block_id)
     finally:
         catalogue.close()
     return {
@@ -72,7 +80,26 @@ def block_report(data_type: str, block_id: str, catalogue_conn_id: str = "rawflo
         "closed": bool(block and not block.is_open),
         "sites": {name: progress.to_dict() for name, progress in status.items()},
         "audit": audit,
+        **({"missing_from_keepup": missing} if missing is not None else {}),
     }
+
+
+def _missing_from_keepup(catalogue: Any, jobs_url: str, data_type: str, block_id: str) -> dict[str, Any] | None:
+    """For a closed derived block (RTRAW, ESD): the parent files keep-up still owed it when it closed (the
+    bounded wait ran out), as a count and the first names; None for RAW."""
+    from rawflow.naming import DERIVATION, DataType
+    from rawflow.processing.closing import MAX_LISTED, pending_parents
+    from rawflow.processing.jobs import JobStore
+
+    kind = DataType.parse(data_type)
+    if kind not in DERIVATION:
+        return None
+    jobs = JobStore(jobs_url)
+    try:
+        pending = pending_parents(catalogue, jobs, kind, block_id)
+    finally:
+        jobs.close()
+    return {"count": len(pending), "files": dict(sorted(pending.items())[:MAX_LISTED])}
 
 
 def _key(data_type: str, block_id: str) -> tuple[Any, str]:

@@ -7,9 +7,11 @@ API; the grid's pool is reached through its ``rawflow_compute`` Connection, as i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +28,9 @@ from tests.system.test_block_flow import Grid, _processes_of, _retry, _wait
 
 FILES = 6
 KEEPUP = "rawflow_keepup"
+RAW_DAG = "rawflow_block_raw"
 RTRAW_DAG = "rawflow_block_rtraw"
+ESD_DAG = "rawflow_block_esd"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,9 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         g = Grid(state)
         assert state.values["condor_config"], "the grid started no HTCondor pool"
         g.api.set_variable("rawflow_keepup_backoff_seconds", "1")
-        for dag_id in ("rawflow_receiver", KEEPUP, RTRAW_DAG):
+        # A derived block held open (parent still open, keep-up still owes files) is asked again this often.
+        g.api.set_variable("rawflow_derived_close_recheck_seconds", "2")
+        for dag_id in ("rawflow_receiver", KEEPUP, RAW_DAG, RTRAW_DAG, ESD_DAG):
             _retry(lambda dag_id=dag_id: g.api.unpause(dag_id), what=f"{dag_id} parsed")
         yield g
     finally:
@@ -97,14 +103,57 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
             assert convert.attempts == 1 and convert.events and convert.events == reconstruct.events
         store.close()
 
+        # The day's RAW, RTRAW and ESD blocks replicate at once, each through its block DAG by its own policy.
+        # A derived block closes only after its parent (RAW → RTRAW → ESD) once keep-up owes it nothing.
+        started = time.monotonic()
+        backfills = {
+            dag_id: grid.api.backfill(dag_id, f"{day}T00:00:00Z", f"{day}T00:00:00Z")["id"]
+            for dag_id in (RAW_DAG, RTRAW_DAG, ESD_DAG)
+        }
+        for backfill_id in backfills.values():
+            grid.api.wait_backfill(backfill_id, timeout=300)
+        print(f"RAW + RTRAW + ESD block DAGs of the day: {time.monotonic() - started:.0f}s")
+        runs = {dag_id: [r for r in grid.api.runs(dag_id) if r.get("run_type") == "backfill"] for dag_id in backfills}
+        assert {dag_id: [r["state"] for r in found] for dag_id, found in runs.items()} == {
+            dag_id: ["success"] for dag_id in backfills
+        }
+        blocks = {kind: catalogue.get_block(kind, block_id) for kind in (DataType.RAW, DataType.RTRAW, DataType.ESD)}
+        closed_at = {kind: block.closed_at for kind, block in blocks.items() if block is not None}
+        assert len(closed_at) == 3 and all(closed_at.values()), blocks
+        assert closed_at[DataType.RAW] <= closed_at[DataType.RTRAW] <= closed_at[DataType.ESD], closed_at
+
         # RTRAW flows through the existing block replication and is validated at its sites.
-        backfill = grid.api.backfill(RTRAW_DAG, f"{day}T00:00:00Z", f"{day}T00:00:00Z")
-        grid.api.wait_backfill(backfill["id"], timeout=240)
         summary = catalogue.block_summary(DataType.RTRAW, block_id)
         for site in grid.sites.destinations:
             expected = sum(site.keeps(lfn) for lfn in rtraws)
             assert summary.get(site.name, {}) == ({ReplicaState.VALIDATED: expected} if expected else {}), summary
         assert summary[grid.sites.archive.name] == {ReplicaState.ARCHIVED: FILES}
+
+        # ESD by its policy: every file at CNAF-STORM, IN2P3-DCACHE its half, nothing at JINR or on tape.
+        esd_policy = grid.sites.for_type(DataType.ESD)
+        in2p3 = esd_policy["IN2P3-DCACHE"]
+        at_in2p3 = sum(in2p3.keeps(lfn) for lfn in esds)
+        summary = catalogue.block_summary(DataType.ESD, block_id)
+        expected_esd = {grid.sites.tier0.name: {ReplicaState.VALIDATED: FILES}}
+        expected_esd["CNAF-STORM"] = {ReplicaState.VALIDATED: FILES}
+        if at_in2p3:
+            expected_esd["IN2P3-DCACHE"] = {ReplicaState.VALIDATED: at_in2p3}
+        assert summary == expected_esd, summary
+        assert "IHEP-TAPE" not in summary and "JINR-EOS" not in summary
+        # The block report and the view's matrix show the ESD block's real targets only.
+        report = grid.api.xcom(ESD_DAG, runs[ESD_DAG][0]["dag_run_id"], "report")
+        assert list(report["sites"]) == ["CNAF-STORM", "IN2P3-DCACHE"], report
+        assert report["closed"] and report["sites"]["CNAF-STORM"]["processed"] == FILES, report
+        assert report["sites"]["IN2P3-DCACHE"]["assigned"] == at_in2p3, report
+        assert report["missing_from_keepup"] == {"count": 0, "files": {}}, report
+        token = grid.api._login()
+        request = urllib.request.Request(f"{grid.api.url}/rawflow/api/matrix?days=5&type=ESD")
+        request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            rows = {row["block"]: row for row in json.load(resp)["rows"]}
+        row = rows[f"ESD-{block_id}"]
+        assert sorted(row["sites"]) == ["CNAF-STORM", "IN2P3-DCACHE"], row
+        assert row["status"] == "Processed", row
     finally:
         catalogue.close()
 

@@ -86,7 +86,7 @@ def audit_site(
     """Audit one block at one site; lost replicas are marked BAD unless ``mark_lost`` is false.
 
     Raises :class:`TransientError` if the site's directory cannot be listed (nothing is decided then)."""
-    site = sites[site_name]
+    site = sites.for_type(data_type)[site_name]  # with the type's share (ESD keeps fewer files)
     audit = SiteAudit(block=block_name(data_type, block_id), site=site.name)
     directory = block_directory_lfn(data_type, block_id)
     try:

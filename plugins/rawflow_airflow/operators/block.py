@@ -42,6 +42,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
         "transfer_backend",
         "retransfer_backoff_seconds",
         "max_attempts",
+        "close_max_wait_hours",
+        "close_recheck_seconds",
     )
     ui_color = "#d8ecf7"
 
@@ -67,6 +69,10 @@ class ReplicateBlockSiteOperator(BaseOperator):
         retransfer_backoff_seconds: float | str = "{{ var.value.get('rawflow_retransfer_backoff_seconds', 60) }}",
         chunk_parallel: int = 4,
         fts_timeout_seconds: float = 6 * 3600.0,
+        # A derived block (RTRAW, ESD) closes after its parent and keep-up, at most this long after the parent
+        # closed (rawflow.processing.closing); while held open it is asked again every close_recheck_seconds.
+        close_max_wait_hours: float | str = "{{ var.value.get('rawflow_derived_close_max_wait_hours', 12) }}",
+        close_recheck_seconds: float | str = "{{ var.value.get('rawflow_derived_close_recheck_seconds', 60) }}",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,6 +93,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
         self.retransfer_backoff_seconds = retransfer_backoff_seconds
         self.chunk_parallel = chunk_parallel
         self.fts_timeout_seconds = fts_timeout_seconds
+        self.close_max_wait_hours = close_max_wait_hours
+        self.close_recheck_seconds = close_recheck_seconds
 
     # -- entry points -------------------------------------------------------------------------------------
 
@@ -151,6 +159,7 @@ class ReplicateBlockSiteOperator(BaseOperator):
             recheck_seconds=self.recheck_seconds,
             archive_poll_seconds=self.archive_poll_seconds,
             chunk_parallel=self.chunk_parallel,
+            close_recheck_seconds=float(self.close_recheck_seconds),
         )
         sites = load_sites(self.sites_path or sites_path())
         catalogue_hook = CatalogueHook(self.catalogue_conn_id)
@@ -171,7 +180,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
                 totals=totals,
                 submitted=submitted,
                 record=record,
-                reconcile=lambda: self._reconcile(catalogue, storage, sites),
+                reconcile=(lambda: self._reconcile(catalogue, storage, sites)) if self._announced() else None,
+                close_gate=self._close_gate(catalogue, catalogue_hook.quarantine_url(), settings),
             )
         except PermanentError as exc:
             raise AirflowFailException(f"{settings.block} at {self.site}: {exc}") from exc
@@ -226,12 +236,40 @@ class ReplicateBlockSiteOperator(BaseOperator):
         )
         raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
 
+    def _close_gate(self, catalogue: Any, jobs_url: str, settings: Any) -> Any:
+        """For a derived block (RTRAW, ESD): the domain's close decision over the catalogue and the jobs table."""
+        from rawflow.naming import DERIVATION
+        from rawflow.processing.closing import derived_close
+        from rawflow.processing.jobs import JobStore
+
+        if settings.data_type not in DERIVATION:
+            return None
+        max_wait = timedelta(hours=float(self.close_max_wait_hours))
+
+        def gate(now: datetime) -> Any:
+            jobs = JobStore(jobs_url)
+            try:
+                return derived_close(catalogue, jobs, settings.data_type, settings.block_id, now=now, max_wait=max_wait)
+            finally:
+                jobs.close()
+
+        return gate
+
     def _transfertool(self) -> Any:
         from rawflow_airflow.hooks.transfer import TransfertoolHook
 
         return TransfertoolHook(
             str(self.transfer_backend), storage_conn_id=self.storage_conn_id, fts3_conn_id=self.fts3_conn_id
         ).get_conn()
+
+    def _announced(self) -> bool:
+        """Whether files of this type arrive by announcement (RAW, RTRAW), so lost ones are reconciled from the
+        Tier-0 before the block closes. ESD is only made by keep-up, which registers it with its lineage: a
+        file at the Tier-0 that keep-up did not register failed its output check and must not be registered."""
+        from rawflow.naming import DataType
+        from rawflow.ops.reconcile import DATA_TYPES
+
+        return DataType.parse(self.data_type) in DATA_TYPES
 
     def _reconcile(self, catalogue: Any, storage: Any, sites: Any) -> None:
         """Register files the Tier-0 holds that no announcement brought (the broker lost them)."""

@@ -12,7 +12,7 @@ from rawflow_airflow.ui.sources import Sources
 
 router = APIRouter(prefix="/api", tags=["rawflow"])
 
-BLOCK_NAME = Path(description="block name, e.g. RAW-20251101", pattern=r"^(RAW|RTRAW)-[0-9]{8}$")
+BLOCK_NAME = Path(description="block name, e.g. RAW-20251101", pattern=r"^(RAW|RTRAW|ESD)-[0-9]{8}$")
 
 
 def _sources(request: Request) -> Sources:
@@ -25,7 +25,7 @@ def get_matrix(
     request: Request,
     _user: Reader,
     days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
-    data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW)$")] = None,
+    data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW|ESD)$")] = None,
 ) -> schemas.MatrixOut:
     return data.matrix(_sources(request), days, data_type)
 

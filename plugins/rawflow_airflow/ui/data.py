@@ -76,12 +76,12 @@ def block(
     store = sources.store()
     policy = sources.settings().policy
     # Where the data type goes, with its own shares: a file without a replica at a site that holds every file
-    # (full share, the archive), or at a partial-share site whose share includes it, is not copied yet.
-    targets = policy.destinations_for(data_type.value) if policy else []
-    expected_at = [s.name for s in targets if s.share >= 1]
-    if policy and policy.policy(data_type.value).archive:
-        expected_at.append(policy.archive.name)
-    assigned_at = [s for s in targets if s.share < 1]
+    # (full share, the archive when the type is archived), or at a partial-share site whose share includes it,
+    # is not copied yet.
+    typed = policy.for_type(data_type) if policy is not None else None
+    targets = list(typed.sites.values()) if typed else []
+    expected_at = [s.name for s in targets if (s.archive and typed is not None and typed.to_tape) or s.share >= 1]
+    assigned_at = [s for s in targets if s.is_destination and 0 < s.share < 1]
     filters: dict[str, Any] = {
         "problems_only": problems_only,
         "limit": limit,
@@ -112,8 +112,8 @@ def block(
         total_files=view.total_files,
         matching_files=view.matching_files,
         offset=view.offset,
-        # Every site of the policy, even before its first copy: an empty column reads "not copied yet".
-        sites=sources.order_sites(set(view.sites) | set(view.status) | set(sources.settings().site_order)),
+        # Every target of the block's type, even before its first copy: an empty column reads "not copied yet".
+        sites=sources.order_sites(set(view.sites) | set(view.status) | set(_type_targets(sources, view.data_type))),
         status={site: cell_out(cell) for site, cell in view.status.items()},
         files=[
             schemas.FileOut(
@@ -128,6 +128,16 @@ def block(
             for f in view.files
         ],
     )
+
+
+def _type_targets(sources: Sources, data_type: str) -> list[str]:
+    """The Tier-0 and the sites ``data_type``'s blocks go to (the site order's, if the policy is unreadable)."""
+    from rawflow.planning import targets
+
+    policy = sources.settings().policy
+    if policy is None:
+        return list(sources.settings().site_order)
+    return [policy.tier0.name, *(s.name for s in targets(policy, data_type=data_type))]
 
 
 def series(sources: Sources, hours: float, bucket_minutes: float) -> schemas.SeriesOut:

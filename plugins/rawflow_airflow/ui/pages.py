@@ -64,7 +64,7 @@ def matrix_page(
     request: Request,
     _user: Reader,
     days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
-    data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW)?$")] = None,
+    data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW|ESD)?$")] = None,
     refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
 ) -> HTMLResponse:
     matrix = data.matrix(_sources(request), days, data_type or None)
@@ -75,7 +75,7 @@ def matrix_page(
 def block_page(
     request: Request,
     _user: Reader,
-    block: Annotated[str, Path(pattern=r"^(RAW|RTRAW)-[0-9]{8}$")],
+    block: Annotated[str, Path(pattern=r"^(RAW|RTRAW|ESD)-[0-9]{8}$")],
     problems_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -107,14 +107,16 @@ def block_page(
         if v
     }
     policy = sources.settings().policy
-    archive = policy.archive.name if policy else None
+    # The block's type decides which sites keep what (ESD: its own shares, no tape).
+    policy = policy.for_type(view.data_type) if policy is not None else None
+    archive = policy.archive.name if policy and policy.to_tape else None
 
     def in_share(site: str, lfn: str) -> bool | None:
         """Whether the site should hold the file (None: the policy is unknown or the site is not in it)."""
         if policy is None or site not in policy.sites:
             return None
         target = policy.sites[site]
-        return bool(target.archive or target.keeps(lfn))
+        return bool((target.archive and policy.to_tape) or target.keeps(lfn))
 
     return _render(
         request,
@@ -136,7 +138,7 @@ def block_page(
 def plan_page(
     request: Request,
     _user: Reader,
-    block: Annotated[str, Path(pattern=r"^(RAW|RTRAW)-[0-9]{8}$")],
+    block: Annotated[str, Path(pattern=r"^(RAW|RTRAW|ESD)-[0-9]{8}$")],
 ) -> HTMLResponse:
     return _render(request, "plan.html", block=block, plan=data.plan(_sources(request), block))
 

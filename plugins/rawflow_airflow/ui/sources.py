@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rawflow.sites import SitesConfig
 
 SETTINGS_TTL_SECONDS = 60.0
-BLOCK_DAGS = {"RAW": "rawflow_block_raw", "RTRAW": "rawflow_block_rtraw"}
+BLOCK_DAGS = {"RAW": "rawflow_block_raw", "RTRAW": "rawflow_block_rtraw", "ESD": "rawflow_block_esd"}
 
 
 @dataclass(frozen=True, slots=True)
