@@ -43,6 +43,7 @@ if [ "$(cat "$BASE/.rawflow-deb13-ready" 2>/dev/null)" != "$want" ]; then
   unshare --mount --propagation private env BUILD="$build" PKGS="${BASE_PACKAGES[*]}" sh -euc '
     mount -t proc proc "$BUILD/proc"
     mount --bind /dev "$BUILD/dev"
+    mountpoint -q /dev/pts && mount --bind /dev/pts "$BUILD/dev/pts"
     cp /etc/resolv.conf /etc/hosts "$BUILD/etc/"
     chroot "$BUILD" apt-get update -qq
     chroot "$BUILD" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
