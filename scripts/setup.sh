@@ -12,7 +12,13 @@ VENV=${RAWFLOW_VENV:-$ROOT/.venv}
 
 # gfal2's Python binding (python3-gfal2) is built for the system's CPython: 3.11 on Debian 12, 3.13 on
 # Debian 13. The venv uses that interpreter, whichever it is.
-PYVER=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null || echo 3.11)
+# A minimal Debian may have no python3 yet: install Debian's first, then ask it its version.
+if [ ! -x /usr/bin/python3 ]; then
+  echo "setup: apt installing python3"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
+fi
+PYVER=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 APT_PACKAGES=(
   xrootd-server xrootd-client xrootd-server-plugins xrootd-scitokens-plugins
   gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock
