@@ -209,13 +209,15 @@ def run_campaign(
 
 
 def campaign_sites(sites: SitesConfig, campaign: Campaign) -> SitesConfig:
-    """The site policy for a campaign's outputs (pure): every output to each destination, nothing elsewhere."""
+    """The site policy for a campaign's outputs (pure): every output to each destination, nothing elsewhere, never
+    to tape. The campaign's destinations are its outputs' whole policy: the data type's own section in the sites
+    file (keep-up ESD's shares) does not apply to them."""
     wanted = set(campaign.destinations)
     changed = {
         name: replace(site, share=Fraction(1) if name in wanted else Fraction(0)) if site.role == "disk" else site
         for name, site in sites.sites.items()
     }
-    return replace(sites, sites=changed)
+    return replace(sites, sites=changed, policies={}, data_type=None, to_tape=False)
 
 
 def campaign_outputs(ctx: KeepupContext, campaign: Campaign, block_id: str) -> list[str]:
