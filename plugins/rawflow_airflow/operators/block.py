@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from rawflow_airflow.triggers.block_activity import BlockActivityTrigger
 from rawflow_airflow.triggers.fts3_jobs import Fts3JobsTrigger
@@ -122,7 +122,8 @@ class ReplicateBlockSiteOperator(BaseOperator):
 
     def _raise_on_trigger_error(self, event: dict[str, Any]) -> None:
         """A trigger that gave up reports why; a permanent reason fails the task at once, no retries."""
-        from airflow.exceptions import AirflowException, AirflowFailException
+        from airflow.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowFailException
 
         if event.get("status") != "error":
             return
@@ -134,7 +135,7 @@ class ReplicateBlockSiteOperator(BaseOperator):
     # -- one round ---------------------------------------------------------------------------------------
 
     def _round(self, context: Any, totals: dict[str, Any] | None, submitted: list[Any] | None = None) -> dict[str, Any]:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from rawflow.errors import PermanentError
         from rawflow.monitoring import record_progress
