@@ -628,7 +628,11 @@ def skip_ca_bundle_reload() -> bool:
     found there on demand, so the bundle file is pointed at an empty one: trust is unchanged, and the grid's
     own authorities still come from X509_CERT_DIR. Left alone when SSL_CERT_FILE names another file than
     OpenSSL's default bundle (an operator's choice) or the directory is not hashed (a bundle-only layout).
-    True when it changed the environment."""
+    True when it changed the environment.
+
+    It changes the process environment, which every TLS user of the process and its children then sees (httpx,
+    for one, takes SSL_CERT_FILE as its only CA file): call it only in a process that runs nothing but gfal2 —
+    the copy children (``rawflow.transfer.copy_worker``, this module's ``__main__``) — never in a task process."""
     defaults = ssl.get_default_verify_paths()
     chosen = os.environ.get("SSL_CERT_FILE")
     if chosen is not None and os.path.realpath(chosen) != os.path.realpath(defaults.openssl_cafile):
@@ -647,7 +651,6 @@ def new_context(options: _Options) -> Any:
     """A gfal2 context with the tokens set as bearer credentials (the first gfal2 use in a process)."""
     for key, value in XRDCL_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    skip_ca_bundle_reload()
     quiet_gfal2_logs()
     import gfal2
 
@@ -693,6 +696,7 @@ def transfer_parameters(ctx: Any, options: _Options, *, overwrite: bool) -> Any:
 
 def _child_main() -> int:
     """The copy child: a job as JSON on stdin, ``{"errors": [null | {code, message}]}`` on stdout."""
+    skip_ca_bundle_reload()  # a process of gfal2 copies only
     job = json.load(sys.stdin)
     options = _Options(
         timeout=int(job["timeout"]),

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from rawflow.storage.base import CopyRequest
+from rawflow.storage.gfal2_storage import skip_ca_bundle_reload
 from rawflow.transfer.engine import DEFAULT_STORAGE_FACTORY, StorageSpec, results_to_json
 
 
@@ -36,6 +37,8 @@ def run(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def main() -> int:
+    # This process runs gfal2 copies and nothing else: Davix may skip re-reading the CA bundle per request.
+    skip_ca_bundle_reload()
     job = json.load(sys.stdin)
     json.dump(run(job), sys.stdout)
     sys.stdout.flush()
