@@ -3,7 +3,6 @@ tape or JINR; RAW and RTRAW keep the sites' own shares and the archive (config/s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 
@@ -14,16 +13,7 @@ from rawflow.naming import DataType, RawFileName, derived_lfn, lfn_for
 from rawflow.planning import ChunkKind, plan_block, targets
 from rawflow.sites import SitesConfig, default_sites_path, load_sites
 from rawflow.validation import block_progress
-
-BLOCK = "20251101"
-T0, CNAF, JINR, IN2P3, TAPE = "IHEP-EOS", "CNAF-STORM", "JINR-EOS", "IN2P3-DCACHE", "IHEP-TAPE"
-
-
-@dataclass(frozen=True)
-class File:
-    lfn: str
-    size: int
-    adler32: str
+from tests.unit.test_planning import BLOCK, CNAF, IN2P3, JINR, T0, TAPE, File
 
 
 @pytest.fixture(scope="module")
