@@ -18,6 +18,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -108,8 +109,11 @@ def run_site(job: dict[str, Any]) -> dict[str, Any]:
             time.sleep(0.5)
     status = replication.block_status(catalogue, sites, kind, job["block_id"], retry=retry)[site]
     catalogue.close()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "site": site,
+        "cpu_task": own.ru_utime + own.ru_stime,
+        "cpu_copy_children": children.ru_utime + children.ru_stime,
         "seconds": time.perf_counter() - start,
         "rounds": rounds,
         "progress_updates": updates,
@@ -128,6 +132,19 @@ def profiled(job: dict[str, Any], out: Path) -> dict[str, Any]:
     cmd += ["--site-result", str(result_file)]
     subprocess.run(cmd, check=True, capture_output=True)
     return dict(json.loads(result_file.read_text()))
+
+
+def servers_cpu(local: LocalSites) -> float:
+    """CPU seconds the sites' xrootd servers (and the TPC helpers they waited for) have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for daemon in local.daemons.values():
+        try:
+            fields = Path(f"/proc/{daemon.pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / tick
 
 
 def xrdcp_baseline(local: LocalSites, sites: SitesConfig, lfns: dict[str, list[str]], parallel: int) -> float:
@@ -202,6 +219,7 @@ def main() -> int:
             }
             for name in targets
         ]
+        servers_before = servers_cpu(local)
         start = time.perf_counter()
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -211,6 +229,7 @@ def main() -> int:
             with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
                 results = pool.map(run_site, jobs)
         wall = time.perf_counter() - start
+        servers = servers_cpu(local) - servers_before
         replicas = sum(r["processed"] for r in results)
         print(
             f"rawflow ({'legacy run_block' if args.legacy else 'run_site_round'}): {wall:.1f} s end to end, "
@@ -223,6 +242,15 @@ def main() -> int:
                 f"{r['seconds']:7.1f} s {rate:7.2f} replicas/s, {r['rounds']} rounds, "
                 f"{r['progress_updates']} progress updates"
             )
+        if "cpu_task" in results[0]:
+            task = sum(r["cpu_task"] for r in results)
+            children = sum(r["cpu_copy_children"] for r in results)
+            print(
+                f"CPU per replica: site processes {1000 * task / replicas:.2f} ms, their copy children "
+                f"{1000 * children / replicas:.2f} ms, xrootd servers {1000 * servers / replicas:.2f} ms "
+                f"(machine: {os.cpu_count()} cores × {wall:.0f} s = {os.cpu_count() * wall:.0f} CPU-s; used "
+                f"{task + children + servers:.0f})"
+            )
         if not args.no_baseline:
             check = get_catalogue(catalogue_url)
             lfns: dict[str, list[str]] = {}
@@ -232,8 +260,18 @@ def main() -> int:
             check.close()
             for name in targets:
                 clear(local, name, records)
+            servers_before = servers_cpu(local)
+            clients_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds = xrdcp_baseline(local, sites, lfns, args.xrdcp_parallel)
+            clients_after = resource.getrusage(resource.RUSAGE_CHILDREN)
             total = sum(len(v) for v in lfns.values())
+            clients = (clients_after.ru_utime + clients_after.ru_stime) - (
+                clients_before.ru_utime + clients_before.ru_stime
+            )
+            print(
+                f"baseline CPU per replica: xrdcp {1000 * clients / total:.2f} ms, xrootd servers "
+                f"{1000 * (servers_cpu(local) - servers_before) / total:.2f} ms"
+            )
             print(
                 f"baseline xrdcp --parallel {args.xrdcp_parallel} (4 sites at once): {seconds:.1f} s, "
                 f"{total} replicas, {total / seconds:.2f} replicas/s; rawflow/baseline = "
