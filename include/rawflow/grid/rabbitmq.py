@@ -186,10 +186,11 @@ def write_node_files(base_dir: Path, ports: RabbitPorts, *, user: str, password:
 
 def amqp_answers(url: str, timeout: float = 2.0) -> bool:
     """The node accepts an AMQP connection with these credentials (it has finished booting)."""
-    from kombu import Connection
+    from kombu.connection import Connection
 
     try:
-        with Connection(url, connect_timeout=timeout) as conn:
+        # kombu (Celery's transport, from the Celery provider) has no annotations on Connection().
+        with Connection(url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
             conn.connect()
             return bool(conn.connected)
     except Exception:  # refused, reset, authentication failure while booting: all "not yet"
