@@ -130,3 +130,32 @@ def test_cli_broker_choices(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["grid", "--help"])
     assert "'rabbitmq' (a private one" in " ".join(capsys.readouterr().out.split())
+
+
+def test_grid_up_without_rabbitmq_server_fails_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rawflow.grid import stack
+
+    monkeypatch.setattr(rabbitmq, "BIN_DIR", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="rabbitmq-server"):
+        stack.up(tmp_path / "var", executor="celery", broker="rabbitmq", progress=lambda line: None)
+    assert not (tmp_path / "var").exists()
+
+
+def test_broker_restart_drill_needs_a_private_broker(tmp_path: Path) -> None:
+    from rawflow.grid.stack import GridState
+
+    with pytest.raises(RuntimeError, match="no private Celery broker"):
+        GridState(var_dir=tmp_path).restart_celery_broker()
+
+
+def test_the_rabbitmq_password_joins_the_grid_secrets_privately(tmp_path: Path) -> None:
+    from rawflow.grid.stack import RABBITMQ_PASSWORD, GridState
+
+    state = GridState(var_dir=tmp_path)
+    tokens = state.secrets()
+    state.store_secret(RABBITMQ_PASSWORD, "s3cret-pw")
+    assert GridState.load(tmp_path).secrets() == {**tokens, RABBITMQ_PASSWORD: "s3cret-pw"}
+    assert stat.S_IMODE(state.secrets_file.stat().st_mode) == 0o600
+    assert "s3cret-pw" not in (state.state_file.read_text() if state.state_file.exists() else "")
