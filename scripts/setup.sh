@@ -23,7 +23,10 @@ APT_PACKAGES=(
   xrootd-server xrootd-client xrootd-server-plugins xrootd-scitokens-plugins
   gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock
   davix gfal2-util-scripts "python$PYVER" "python$PYVER-venv" "python$PYVER-dev" build-essential swig libssl-dev
-  openssl memcached postgresql postgresql-contrib redis-server procps psmisc curl make git
+  openssl memcached postgresql postgresql-contrib procps psmisc curl make git
+  # The Celery brokers of `grid up --executor celery --broker redis|rabbitmq` (each a private instance on free
+  # ports; the tests start both). Debian also starts its own service of each; the grid never uses it.
+  redis-server rabbitmq-server
 )
 # Only the test suite needs a browser (UI tests in headless Chromium).
 [ "${RAWFLOW_SETUP_TESTS:-0}" = 1 ] && APT_PACKAGES+=(chromium)

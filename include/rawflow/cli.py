@@ -1,7 +1,7 @@
 """The ``rawflow`` command: the local grid and operations.
 
 rawflow grid up [--no-airflow] [--no-condor] [--condor-cpus N] [--postgres private|URL] [--api-port N]
-                [--executor local|celery] [--broker redis|URL] [--workers N]
+                [--executor local|celery] [--broker redis|rabbitmq|URL] [--workers N]
 rawflow grid down
 rawflow grid status [--json]
 rawflow sites [--json]
@@ -1084,7 +1084,10 @@ def build_parser() -> argparse.ArgumentParser:
         "workers as separate processes, on Postgres (private unless --postgres URL)",
     )
     grid.add_argument(
-        "--broker", default="redis", help="Celery broker: 'redis' (a private one) or a redis:// or amqp:// URL"
+        "--broker",
+        default="redis",
+        help="Celery broker: 'redis' or 'rabbitmq' (a private one, started and stopped with the grid) or a "
+        "redis:// or amqp:// URL",
     )
     grid.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
     _add_output_options(grid)

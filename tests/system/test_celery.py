@@ -2,10 +2,12 @@
 
 Private Postgres (metadata database and catalogue), private Redis (broker), and the scheduler, DAG processor,
 triggerer, API server and two Celery workers as separate processes; everything driven through the REST API.
+test_celery_rabbitmq.py runs the end-to-end test and the broker-restart drill on a private RabbitMQ as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -37,9 +39,11 @@ WORKERS = ("celery-worker-1", "celery-worker-2")
 SITE_QUEUE = ("CNAF-STORM", "near-cnaf")  # a site that names its own Celery queue in the policy
 
 
-@pytest.fixture(scope="module")
-def celery_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
-    var = tmp_path_factory.mktemp("celery-grid")
+@contextlib.contextmanager
+def celery_grid_on(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+    """A Celery grid with two workers on a private ``broker`` ("redis" or "rabbitmq"), CNAF-STORM on its own
+    queue; stopped afterwards."""
+    var = tmp_path_factory.mktemp(f"celery-grid-{broker}")
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     policy = load_sites(default_sites_path()).to_raw()
     policy["sites"][SITE_QUEUE[0]]["queue"] = SITE_QUEUE[1]
@@ -49,7 +53,13 @@ def celery_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     os.environ["RAWFLOW_SITES"] = str(sites_file)
     try:
         state = stack.up(
-            var, api_port=None, condor=False, executor="celery", workers=2, progress=lambda line: print("grid:", line)
+            var,
+            api_port=None,
+            condor=False,
+            executor="celery",
+            broker=broker,
+            workers=2,
+            progress=lambda line: print("grid:", line),
         )
     finally:
         if previous is None:
@@ -67,6 +77,12 @@ def celery_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         stack.down(var, progress=lambda line: print("grid:", line))
 
 
+@pytest.fixture(scope="module")
+def celery_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+    with celery_grid_on("redis", tmp_path_factory) as grid:
+        yield grid
+
+
 def _worker_of(pid: int, grid: Grid) -> str | None:
     """The Celery worker (its recorded process group) a task process runs in."""
     groups = {int(grid.state.components[name]["pid"]): name for name in WORKERS}
@@ -82,9 +98,13 @@ def _worker_of(pid: int, grid: Grid) -> str | None:
 
 
 def test_celery_grid_runs_a_day_of_files_end_to_end(celery_grid: Grid) -> None:
-    grid = celery_grid
+    run_a_day_end_to_end(celery_grid, broker="redis")
+
+
+def run_a_day_end_to_end(grid: Grid, *, broker: str) -> None:
+    """A day's block through the Celery grid whose private broker is the component ``broker``."""
     names = set(grid.state.components)
-    assert {"postgres", "redis", "scheduler", "dag-processor", "triggerer", "api-server", *WORKERS} <= names
+    assert {"postgres", broker, "scheduler", "dag-processor", "triggerer", "api-server", *WORKERS} <= names
     assert "airflow" not in names  # no standalone
     assert str(grid.state.values["airflow_db"]).startswith("postgresql+psycopg2://")
     assert str(grid.state.values["catalogue_url"]).startswith("postgresql://")
@@ -170,21 +190,27 @@ def _children(pid: int) -> list[int]:
 
 
 def test_redis_broker_restarted_mid_run_run_completes(celery_grid: Grid) -> None:
-    grid = celery_grid
+    broker_restart_drill(celery_grid, broker="redis")
+
+
+def broker_restart_drill(grid: Grid, *, broker: str) -> None:
+    """The private broker (component ``broker``) stopped for 3 s and started again while a block run copies:
+    the run completes, every replica validated, both workers still up."""
     day = _days_ago(4)
     files = grid.announce(day, count=16, sizes=(2 * 1024 * 1024, 4 * 1024 * 1024))
     grid.wait_registered(day, 16)
     lfns = [lfn for lfn, _ in files]
     run_id = grid.api.trigger(DAG, logical_date=f"{day}T00:00:00Z")
     _wait(_copies_under_way(grid, lfns), "copies under way", timeout=300)
-    before = dict(grid.state.components["redis"])
+    before = dict(grid.state.components[broker])
     started = time.monotonic()
-    # Down for a few seconds, then back on the same port with its append-only file: queued tasks survive.
-    grid.state.restart_redis(down_seconds=3)
-    after = grid.state.components["redis"]
+    # Down for a few seconds, then back on the same port(s) and data (Redis's append-only file, RabbitMQ's
+    # durable queues): queued tasks survive.
+    assert grid.state.restart_celery_broker(down_seconds=3) == broker
+    after = grid.state.components[broker]
     assert after["pid"] != before["pid"] and not pid_alive(int(before["pid"]))
     assert after["endpoint"] == before["endpoint"]
-    print(f"Redis restarted in {time.monotonic() - started:.1f} s")
+    print(f"{broker} restarted in {time.monotonic() - started:.1f} s")
     assert grid.api.wait_runs(DAG, [run_id], timeout=400)[run_id] == "success"
     _assert_every_replica_validated(grid, day, lfns)
     # Both workers rode it out: still alive, and they said so in their logs (kombu reconnects by itself).

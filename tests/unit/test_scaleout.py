@@ -19,15 +19,22 @@ PG = "postgresql+psycopg2://airflow@127.0.0.1:5432/airflow"
 def test_scale_out_options() -> None:
     assert _scale_out("local", "redis", 2) is None
     assert _scale_out("celery", "redis", 3) == ScaleOut(broker="redis", workers=3)
+    assert _scale_out("celery", "rabbitmq", 2) == ScaleOut(broker="rabbitmq", workers=2)
     assert _scale_out("celery", "amqp://u:p@mq:5672/rawflow", 1) == ScaleOut("amqp://u:p@mq:5672/rawflow", 1)
     for executor, broker, workers, message in (
         ("kubernetes", "redis", 2, "executor must be"),
         ("celery", "redis", 0, "at least 1"),
-        ("celery", "rabbitmq", 2, "needs the server's URL"),
+        ("celery", "rabbit", 2, "'redis', 'rabbitmq' or a redis:// or amqp:// URL"),
         ("celery", "kafka://x", 2, "redis:// or amqp://"),
     ):
         with pytest.raises(ValueError, match=message):
             check_scale_out(executor, broker, workers)
+
+
+def test_a_bad_broker_url_is_not_repeated_with_its_password() -> None:
+    with pytest.raises(ValueError) as caught:
+        check_scale_out("celery", "amqps+x://user:s3cret@mq:5671//", 2)
+    assert "s3cret" not in str(caught.value) and "'amqps+x://…'" in str(caught.value)
 
 
 def test_celery_settings_need_postgres_and_route_results_through_it() -> None:

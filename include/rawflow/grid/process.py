@@ -79,7 +79,13 @@ def _with_marker(env: Mapping[str, str] | None) -> dict[str, str] | None:
 
 def marked_pids(grid_id: str) -> list[int]:
     """Live processes whose environment carries ``RAWFLOW_GRID_ID=grid_id`` (never this process)."""
-    wanted = f"{GRID_MARKER}={grid_id}".encode()
+    return pids_with_env(GRID_MARKER, grid_id)
+
+
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment carries ``name=value`` (never this process): what a daemon started,
+    even the helpers that left its process group and session (Erlang's ``epmd -daemon``)."""
+    wanted = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -106,6 +112,12 @@ def _proc_table() -> dict[int, tuple[int, int, int, str]]:
         # fields[0] = state, [1] = ppid, [2] = pgrp, [19] = start time (field 22 of stat)
         table[int(entry.name)] = (int(fields[1]), int(fields[2]), int(fields[19]), fields[0])
     return table
+
+
+def started_at(pids: Iterable[int]) -> dict[int, int]:
+    """pid → start time of those of ``pids`` still alive (what :func:`stop_processes` takes)."""
+    table = _proc_table()
+    return {pid: table[pid][2] for pid in pids if pid in table and table[pid][3] != "Z"}
 
 
 def grid_processes(grid_id: str | None, groups: Iterable[int] = ()) -> dict[int, int]:

@@ -35,9 +35,12 @@ from rawflow.sites import default_sites_path, load_sites
 
 if TYPE_CHECKING:
     from rawflow.grid.airflow import CeleryPlan
+    from rawflow.grid.rabbitmq import RabbitMQInstance
     from rawflow.grid.xrootd import LocalSites
 
 REPO = Path(__file__).resolve().parents[3]
+# The private RabbitMQ's password in secrets.json: a new one with each node (`grid up`), which starts empty.
+RABBITMQ_PASSWORD = "rabbitmq_password"
 
 
 def default_var_dir() -> Path:
@@ -119,21 +122,46 @@ class GridState:
             )
         self.add("triggerer", daemon, endpoint=f"127.0.0.1:{ports.trigger_log}")
 
-    def restart_redis(self, *, down_seconds: float = 0.0) -> None:
-        """Stop the private Celery broker (Redis) and start it again on the same port and data directory, after
-        ``down_seconds`` (a broker-restart drill). Its append-only file brings the queued messages back; Celery
+    def restart_celery_broker(self, *, down_seconds: float = 0.0) -> str:
+        """Stop the grid's private Celery broker (Redis or RabbitMQ) and start it again on the same port(s) and
+        data directory after ``down_seconds`` (a broker-restart drill); returns its component name. Redis's
+        append-only file, RabbitMQ's durable queues and persistent messages bring the queued tasks back; Celery
         workers and the scheduler reconnect by themselves. `down` stops the new process too."""
+        if "redis" in self.components:
+            self._restart_redis(down_seconds)
+            return "redis"
+        if "rabbitmq" in self.components:
+            self._restart_rabbitmq(down_seconds)
+            return "rabbitmq"
+        raise RuntimeError("this grid has no private Celery broker (grid up --executor celery --broker redis|rabbitmq)")
+
+    def _restart_redis(self, down_seconds: float) -> None:
         from rawflow.grid.redis import start_redis
 
-        info = self.components.get("redis")
-        if info is None:
-            raise RuntimeError("this grid has no private Redis (grid up --executor celery --broker redis)")
+        info = self.components["redis"]
         port = int(str(info["endpoint"]).rsplit(":", 1)[1])
         stop_group(int(info["pid"]))
         time.sleep(down_seconds)
         with self.marker():
             redis = start_redis(Path(info["data_dir"]), port=port)
         self.add("redis", redis.daemon, endpoint=f"127.0.0.1:{redis.port}", data_dir=str(redis.data_dir))
+
+    def _restart_rabbitmq(self, down_seconds: float) -> None:
+        from rawflow.grid.rabbitmq import RabbitPorts, start_rabbitmq, stop_node
+
+        info = self.components["rabbitmq"]
+        base_dir = Path(info["base_dir"])
+        stop_node(int(info["pid"]), base_dir)
+        time.sleep(down_seconds)
+        with self.marker():
+            node = start_rabbitmq(
+                base_dir, password=self.secrets()[RABBITMQ_PASSWORD], ports=RabbitPorts(**info["ports"])
+            )
+        self.add_rabbitmq(node)
+
+    def add_rabbitmq(self, node: RabbitMQInstance) -> None:
+        ports = {"amqp": node.ports.amqp, "dist": node.ports.dist, "epmd": node.ports.epmd}
+        self.add("rabbitmq", node.daemon, endpoint=node.endpoint, base_dir=str(node.base_dir), ports=ports)
 
     @property
     def grid_id(self) -> str | None:
@@ -149,11 +177,21 @@ class GridState:
         if self.secrets_file.exists():
             stored: dict[str, str] = json.loads(self.secrets_file.read_text())
             return stored
-        self.grid_dir.mkdir(parents=True, exist_ok=True)
         generated = {"storage_token": secrets.token_urlsafe(24), "fts3_token": secrets.token_urlsafe(24)}
-        self.secrets_file.write_text(json.dumps(generated))
-        self.secrets_file.chmod(0o600)
+        self._write_secrets(generated)
         return generated
+
+    def store_secret(self, name: str, value: str) -> None:
+        """Keep one more secret in secrets.json (mode 0600) beside the others."""
+        self._write_secrets({**self.secrets(), name: value})
+
+    def _write_secrets(self, values: dict[str, str]) -> None:
+        self.grid_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.secrets_file.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(json.dumps(values))
+        tmp.replace(self.secrets_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +220,15 @@ def up(
     """Start every part not already running. ``postgres``: None (SQLite), "private" or a server URL.
     ``condor``: start the local HTCondor pool (installing its chroot once if needed) with ``condor_cpus`` slots.
     ``executor``: "local" (``airflow standalone``) or "celery": Airflow's components as separate processes with
-    ``workers`` Celery workers on ``broker`` ("redis": a private one, or a redis:// or amqp:// URL) and Postgres
+    ``workers`` Celery workers on ``broker`` ("redis" or "rabbitmq": a private one, or a redis:// or amqp:// URL) and Postgres
     (a private one unless ``postgres`` names a server)."""
     scale = _scale_out(executor, broker, workers)
     if scale is not None and not postgres:
         postgres = "private"
+    if scale is not None and scale.broker == "rabbitmq":
+        from rawflow.grid.rabbitmq import rabbitmq_server_bin
+
+        rabbitmq_server_bin()  # before anything starts: one line naming the package if it is missing
     var_dir = (var_dir or default_var_dir()).resolve()
     state = GridState.load(var_dir)
     running = {n for n, c in state.components.items() if pid_alive(int(c["pid"]))}
@@ -443,7 +485,8 @@ def _start_airflow(
 
 @dataclass(frozen=True, slots=True)
 class ScaleOut:
-    """``grid up --executor celery``: the broker ("redis" = a private one, or a URL) and the worker count."""
+    """``grid up --executor celery``: the broker ("redis" or "rabbitmq" = a private one, or a URL) and the
+    worker count."""
 
     broker: str
     workers: int
@@ -461,16 +504,20 @@ def _scale_out(executor: str, broker: str, workers: int) -> ScaleOut | None:
         raise ValueError(f"executor must be 'local' or 'celery', not {executor!r}")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, not {workers}")
-    if broker == "rabbitmq":
-        raise ValueError("--broker rabbitmq needs the server's URL (amqp://user:password@host:5672/vhost)")
-    if broker != "redis" and not broker.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
-        raise ValueError(f"--broker must be 'redis' or a redis:// or amqp:// URL, not {broker!r}")
+    if broker not in PRIVATE_BROKERS and not broker.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+        # The value may be a URL with a password: never repeated in the message.
+        shown = broker if "://" not in broker else broker.split("://", 1)[0] + "://…"
+        raise ValueError(f"--broker must be 'redis', 'rabbitmq' or a redis:// or amqp:// URL, not {shown!r}")
     return ScaleOut(broker=broker, workers=workers)
 
 
+# `--broker` names that start a private broker (anything else is a URL).
+PRIVATE_BROKERS = ("redis", "rabbitmq")
+
+
 def _start_celery_broker(state: GridState, scale: ScaleOut, progress: Callable[[str], None]) -> CeleryPlan:
-    """The broker (a private Redis unless a URL was given) and the worker plan: the default queue plus every
-    site's own queue (sites.yaml ``queue:``)."""
+    """The broker (a private Redis or RabbitMQ unless a URL was given) and the worker plan: the default queue
+    plus every site's own queue (sites.yaml ``queue:``)."""
     from rawflow.grid.airflow import CeleryPlan
 
     broker_url = scale.broker
@@ -481,9 +528,19 @@ def _start_celery_broker(state: GridState, scale: ScaleOut, progress: Callable[[
         redis = start_redis(state.grid_dir / "redis")
         state.add("redis", redis.daemon, endpoint=f"127.0.0.1:{redis.port}", data_dir=str(redis.data_dir))
         broker_url = redis.url
+    elif scale.broker == "rabbitmq":
+        from rawflow.grid.rabbitmq import start_rabbitmq
+
+        progress("starting a private RabbitMQ (Celery broker)")
+        # A fresh node: what a previous grid's node left queued belongs to a metadata database that is gone.
+        password = secrets.token_urlsafe(24)
+        state.store_secret(RABBITMQ_PASSWORD, password)
+        node = start_rabbitmq(state.grid_dir / "rabbitmq", password=password, fresh=True)
+        state.add_rabbitmq(node)
+        broker_url = node.url
     sites = load_sites(state.values["sites_path"])
     queues = sites.queues
-    state.values["celery_broker"] = "redis (private)" if scale.broker == "redis" else "external"
+    state.values["celery_broker"] = f"{scale.broker} (private)" if scale.broker in PRIVATE_BROKERS else "external"
     return CeleryPlan(broker_url=broker_url, workers=scale.workers, queues=queues)
 
 
@@ -498,6 +555,14 @@ def down(var_dir: Path | None = None, *, progress: Callable[[str], None] = print
     names = sorted(state.components, key=lambda n: (n not in _AIRFLOW_FIRST, -list(state.components).index(n)))
     for name in names:
         pid = int(state.components[name]["pid"])
+        if name == "rabbitmq":
+            # Its Erlang helpers (epmd above all) leave its process group: stopped through its own marker.
+            from rawflow.grid.rabbitmq import stop_node
+
+            if stop_node(pid, Path(state.components[name]["base_dir"])):
+                stopped.append(name)
+                progress(f"stopped {name} (pid {pid})")
+            continue
         if name == "condor":
             # The pool stops as a whole: daemons, starters and jobs in its mount namespace.
             from rawflow.grid.condor import stop_pool
