@@ -431,6 +431,11 @@ def _start_airflow(
         plan = _start_celery_broker(state, scale, progress)
         extra.update(celery_settings(broker_url=plan.broker_url, airflow_db=airflow_db, concurrency=plan.concurrency))
     env = airflow_env(home=home, repo=REPO, ports=ports, database_url=airflow_db, extra=extra)
+    # The bindings read CONDOR_CONFIG when imported: this grid's pool, never one the caller's environment names
+    # (a test's pool that is gone by now printed "condor_config does not exist" into every task log).
+    env.pop("CONDOR_CONFIG", None)
+    if state.values.get("condor_config"):
+        env["CONDOR_CONFIG"] = str(state.values["condor_config"])
     password = ensure_admin_password(home)
     progress("migrating the Airflow database")
     migrate_db(env, state.grid_dir / "airflow-migrate.log")
