@@ -18,6 +18,7 @@ from rawflow.processing.campaign_round import campaign_output_lfn, campaigns_ove
 from rawflow.processing.campaigns import load_campaign, split
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.planning import PAYLOAD_VERSIONS, JobPhase, PlannedJob
+from tests.fixtures.view import SqliteSources, view_client
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = "<script>alert('x')</script> bad header"
@@ -88,19 +89,17 @@ def test_overview_rows(setup: tuple[Path, str]) -> None:
     assert "z.yaml: " in rows[1]["error"] and "missing" in rows[1]["error"]
 
 
-def test_page_escapes_and_cli_shows_the_table(setup: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
-    from rawflow_airflow.ui.pages import make_templates
-
+def test_page_escapes_and_cli_shows_the_table(
+    setup: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder, url = setup
-    rows = campaigns_overview(folder, JobStore(url), SqlCatalogue(url))
-    html = (
-        make_templates()
-        .get_template("campaigns.html")
-        .render(rows=rows, chosen=rows[0], base="/rawflow", airflow="/", page="campaigns")
-    )
+    monkeypatch.setenv("AIRFLOW_VAR_RAWFLOW_CAMPAIGNS_DIR", str(folder))
+    with view_client(SqliteSources(url)) as client:
+        html = client.get("/campaigns", params={"name": "rerec-2026-11"}).text
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "50.0%" in html
     assert "2 of 2 outputs there" in html  # the drill-down: outputs validated at every destination
     assert '<td>IN2P3-DCACHE</td><td class="pending">0</td>' in html
+    assert "refreshes every 60 s" in html and "location.reload(); }, 60000)" in html
     assert cli(["campaign", "list", "--folder", str(folder), "--jobs-db", url, "--catalogue", url, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in listed] == ["Problematic", "Invalid"]

@@ -16,6 +16,7 @@ from rawflow.naming import DataType, derived_lfn
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.planning import DQM, RAW2RTRAW, JobPhase, plan_conversions, plan_dqm
 from rawflow.processing.status import format_status, processing_status
+from tests.fixtures.view import SqliteSources, view_client
 
 TODAY = datetime.now(UTC)
 DAY = f"{TODAY:%Y%m%d}"
@@ -69,19 +70,14 @@ def test_status_per_block_and_run(db: str) -> None:
     assert "run 77: RAW 4, RTRAW 1 (25.0%)" in format_status(status)
 
 
-def test_processing_page_escapes_job_output(db: str) -> None:
-    from rawflow_airflow.ui.pages import make_templates
-
-    store = MonitoringStore(db)
-    status = processing_status(store.engine, days=2).to_dict()
-    html = (
-        make_templates()
-        .get_template("processing.html")
-        .render(status=status, days=2, base="/rawflow", airflow="/", page="processing")
-    )
-    assert "<script>alert" not in html
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; bad header" in html
-    assert "job-problematic" in html and "25.0%" in html
+def test_processing_page_escapes_job_output_and_reloads_itself(db: str) -> None:
+    with view_client(SqliteSources(db)) as client:
+        html = client.get("/processing", params={"days": 2}).text
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; bad header" in html
+        assert "job-problematic" in html and "25.0%" in html
+        assert "refreshes every 60 s" in html and "location.reload(); }, 60000)" in html
+        assert "location.reload(); }, 15000)" in client.get("/processing", params={"refresh": 15}).text
 
 
 def test_jobs_metrics(db: str) -> None:

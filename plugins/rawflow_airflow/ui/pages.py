@@ -17,6 +17,9 @@ TEMPLATES = FsPath(__file__).with_name("templates")
 
 router = APIRouter(include_in_schema=False)
 
+# Every page reloads itself (base.html) every ?refresh= seconds, so a shifter's open tab stays current.
+RefreshSeconds = Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")]
+
 
 def human_bytes(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -43,7 +46,7 @@ def page_context(request: Request) -> dict[str, Any]:
         "airflow": airflow_base_path(),
         "as_of": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
         "zone": receiving_day_timezone(),
-        "refresh_seconds": 0,
+        "refresh_seconds": 0,  # every page passes its ?refresh=; only the bad-parameter page does not reload
     }
 
 
@@ -65,7 +68,7 @@ def matrix_page(
     _user: Reader,
     days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
     data_type: Annotated[str | None, Query(alias="type", pattern="^(RAW|RTRAW|ESD)?$")] = None,
-    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
+    refresh: RefreshSeconds = 60,
 ) -> HTMLResponse:
     matrix = data.matrix(_sources(request), days, data_type or None)
     return _render(request, "matrix.html", matrix=matrix, data_type=data_type or "", refresh_seconds=refresh)
@@ -79,7 +82,7 @@ def block_page(
     problems_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
     offset: Annotated[int, Query(ge=0)] = 0,
-    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
+    refresh: RefreshSeconds = 60,
     search: Annotated[str | None, Query(max_length=255)] = None,
     site: Annotated[str | None, Query(pattern=r"^([A-Z0-9][A-Z0-9_-]*)?$")] = None,
     failed_only: bool = False,
@@ -139,8 +142,9 @@ def plan_page(
     request: Request,
     _user: Reader,
     block: Annotated[str, Path(pattern=r"^(RAW|RTRAW|ESD)-[0-9]{8}$")],
+    refresh: RefreshSeconds = 60,
 ) -> HTMLResponse:
-    return _render(request, "plan.html", block=block, plan=data.plan(_sources(request), block))
+    return _render(request, "plan.html", block=block, plan=data.plan(_sources(request), block), refresh_seconds=refresh)
 
 
 @router.get("/charts", response_class=HTMLResponse)
@@ -149,7 +153,7 @@ def charts_page(
     _user: Reader,
     hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24,
     bucket_minutes: Annotated[float, Query(ge=1, le=24 * 60)] = 10,
-    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 60,
+    refresh: RefreshSeconds = 60,
 ) -> HTMLResponse:
     settings = _sources(request).settings()
     policy = settings.policy
@@ -164,20 +168,29 @@ def charts_page(
 def kafka_page(
     request: Request,
     _user: Reader,
-    refresh: Annotated[int, Query(ge=5, le=3600, description="reload every N seconds")] = 30,
+    refresh: RefreshSeconds = 30,
 ) -> HTMLResponse:
     return _render(request, "kafka.html", kafka=data.kafka(_sources(request)), refresh_seconds=refresh)
 
 
 @router.get("/processing", response_class=HTMLResponse)
 def processing_page(
-    request: Request, _user: Reader, days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7
+    request: Request,
+    _user: Reader,
+    days: Annotated[int, Query(ge=1, le=data.MAX_DAYS)] = 7,
+    refresh: RefreshSeconds = 60,
 ) -> HTMLResponse:
-    return _render(request, "processing.html", status=data.processing(_sources(request), days), days=days)
+    status = data.processing(_sources(request), days)
+    return _render(request, "processing.html", status=status, days=days, refresh_seconds=refresh)
 
 
 @router.get("/campaigns", response_class=HTMLResponse)
-def campaigns_page(request: Request, _user: Reader, name: str | None = None) -> HTMLResponse:
+def campaigns_page(
+    request: Request,
+    _user: Reader,
+    name: str | None = None,
+    refresh: RefreshSeconds = 60,
+) -> HTMLResponse:
     rows = data.campaigns(_sources(request))
     chosen = next((r for r in rows if r["name"] == name), None) if name else None
-    return _render(request, "campaigns.html", rows=rows, chosen=chosen)
+    return _render(request, "campaigns.html", rows=rows, chosen=chosen, refresh_seconds=refresh)
