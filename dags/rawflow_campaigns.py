@@ -2,9 +2,10 @@
 or the ``$RAWFLOW_CAMPAIGNS_DIR`` folder), ``rawflow_campaign_<name>``.
 
 Parsing reads only that folder's YAML files. A file that does not validate never breaks the other campaigns:
-its one-line error (file, field, value) is raised as a warning while this file is parsed, which Airflow shows
-with the DAG processor's messages, and its DAG is not created (an import *error* would drop every campaign of
-this file). ``rawflow campaign check FILE`` gives the same line.
+it gets no DAG and its one-line error (file, field, value) is a warning of this file (in the DAG processor's
+log; an import *error* here would drop every campaign of this file). The same line is in Airflow's import
+errors, as those of ``rawflow_campaign_errors.py`` (which checks the folder with the same function and makes
+no DAG), and from ``rawflow campaign check FILE``.
 
 A new campaign's DAG starts paused: unpausing it is starting the campaign. Data-driven: a run starts when the input data type's block DAG finishes a block (its ``rawflow://blocks/<TYPE>/
 done`` Asset) and every 30 minutes as a catch-up; the task plans only blocks complete at the input site and
@@ -15,7 +16,6 @@ batches (one HTCondor cluster or DIRAC parametric job each).
 
 from __future__ import annotations
 
-import os
 import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from rawflow.processing.campaigns import Campaign, CampaignError, campaign_files, load_campaign
+from rawflow.processing.campaigns import Campaign, campaigns_folder, check_campaign_folder, load_campaign
 from rawflow_airflow.operators.campaign import CampaignOperator
 
 COMPUTE_CONNECTIONS = {"htcondor": "rawflow_compute", "dirac": "rawflow_compute_dirac"}
@@ -34,8 +34,7 @@ class CampaignFileWarning(UserWarning):
 
 
 def campaigns_dir() -> Path:
-    configured = os.environ.get("RAWFLOW_CAMPAIGNS_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parents[1] / "config" / "campaigns"
+    return campaigns_folder(Path(__file__).resolve().parents[1] / "config" / "campaigns")
 
 
 def campaign_dag(campaign: Campaign, path: Path) -> None:
@@ -77,21 +76,12 @@ def campaign_dag(campaign: Campaign, path: Path) -> None:
 
 def build_campaign_dags(folder: Path) -> list[str]:
     """A DAG per valid steering file; a warning per invalid one. Returns the DAG ids made."""
-    made: list[str] = []
-    for path in campaign_files(folder):
-        try:
-            campaign = load_campaign(path)
-        except CampaignError as exc:
-            warnings.warn(str(exc), CampaignFileWarning, stacklevel=1)
-            continue
-        if campaign.dag_id in made:
-            warnings.warn(
-                f"{path}: name={campaign.name!r}: the same campaign name twice", CampaignFileWarning, stacklevel=1
-            )
-            continue
+    checked = check_campaign_folder(folder)
+    for line in checked.errors:
+        warnings.warn(line, CampaignFileWarning, stacklevel=1)
+    for path, campaign in checked.campaigns:
         campaign_dag(campaign, path)
-        made.append(campaign.dag_id)
-    return made
+    return [campaign.dag_id for _, campaign in checked.campaigns]
 
 
 CAMPAIGN_DAGS: Any = build_campaign_dags(campaigns_dir())

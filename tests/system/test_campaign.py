@@ -2,7 +2,8 @@
 ``rawflow_campaign_<name>`` (paused) → unpaused and triggered, it runs a complete RTRAW block through DIRAC's
 local execution (the grid's ``rawflow_compute_dirac`` Connection, the real DIRAC client in .venv-dirac) →
 ESD checked and registered with lineage → replicated to both destination SEs and validated → the campaign's
-status (CLI and the view's API) 100 % → a second run submits 0 jobs.
+status (CLI and the view's API) 100 % → a second run submits 0 jobs. A broken steering file beside it is one
+line in Airflow's import errors (``rawflow_campaign_errors.py``) and does not stop the campaign's DAG.
 
 Airflow runs as ``airflow standalone`` (rawflow.grid.stack.up, as ``make demo`` does; no HTCondor pool: the
 campaign runs on DIRAC), driven through its REST API.
@@ -45,6 +46,7 @@ DAY = datetime.now(UTC).date() - timedelta(days=20)
 BLOCK = block_id_for(DAY)
 NAME = f"sysrerec-{uuid.uuid4().hex[:6]}"
 DAG_ID = f"rawflow_campaign_{NAME}"
+BROKEN = "broken.yaml"
 
 pytestmark = pytest.mark.skipif(not DIRAC_PYTHON.exists(), reason="scripts/setup-dirac.sh was not run")
 
@@ -71,6 +73,9 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     folder = var / "campaigns"
     folder.mkdir()
     (folder / f"{NAME}.yaml").write_text(yaml.safe_dump(_steering(), sort_keys=False))
+    # A steering file with a mistake beside it: an import error of rawflow_campaign_errors.py, never this DAG's.
+    broken = {**_steering(), "name": f"{NAME}-broken", "backend": "slurm"}
+    (folder / BROKEN).write_text(yaml.safe_dump(broken, sort_keys=False))
     saved = os.environ.get("RAWFLOW_CAMPAIGNS_DIR")
     os.environ["RAWFLOW_CAMPAIGNS_DIR"] = str(folder)  # Airflow's processes inherit it
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
@@ -231,3 +236,19 @@ def test_campaign_dag_runs_a_block_on_dirac_replicates_and_reruns_nothing(grid: 
     result = grid.api.xcom(DAG_ID, again, "process")
     assert result[BLOCK]["submitted"] == {}, result
     print(f"campaign: first run {first_pass:.0f}s, whole test {time.monotonic() - started:.0f}s")
+
+
+def test_a_broken_steering_file_is_an_import_error_and_the_campaign_still_loads(grid: Grid) -> None:
+    folder = Path(os.environ["RAWFLOW_CAMPAIGNS_DIR"])
+    line = f"{folder / BROKEN}: backend='slurm': expected one of dirac, htcondor"
+    listed: list[dict[str, object]] = []
+
+    def recorded() -> None:
+        errors = grid.api.request("GET", "/importErrors", limit=100)["import_errors"]
+        (entry,) = [e for e in errors if e["filename"] == "rawflow_campaign_errors.py"]
+        listed[:] = errors
+        assert line in str(entry["stack_trace"]).splitlines(), entry
+
+    _retry(recorded, what="the broken steering file in /importErrors", timeout=150)
+    assert not [e for e in listed if e["filename"] == "rawflow_campaigns.py"], listed
+    assert grid.api.request("GET", f"/dags/{DAG_ID}")["dag_id"] == DAG_ID

@@ -3,7 +3,11 @@
 A campaign file is YAML validated against ``schemas/campaign.schema.json`` and then against what the schema
 cannot say (known sites, a step chain whose data types connect, a date range in order). Every mistake is ONE
 line naming the file, the field and the value (:class:`CampaignError`, a ConfigError), shown by
-``rawflow campaign check FILE`` and as the Airflow import error of that campaign's DAG.
+``rawflow campaign check FILE``, as a warning of ``dags/rawflow_campaigns.py`` (which makes the valid files'
+DAGs) and in Airflow's import errors, as those of ``dags/rawflow_campaign_errors.py``
+(:func:`check_campaign_folder`, :class:`InvalidCampaignFiles`). The line is built from untrusted text (file
+names, YAML keys and values): it is escaped to one line, names and values are quoted when they are not plain,
+and every part is bounded in length (:func:`campaign_error_line`).
 
 Splitters are pure functions with exact sub-job counts: by files (N per job), by run (one job per run), by
 parameters (one job per combination). Sub-job keys are deterministic — campaign + step + inputs (+ parameters)
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -26,15 +31,108 @@ from typing import Any
 import jsonschema
 import yaml
 
-from rawflow.errors import ConfigError, InvalidNameError
+from rawflow.errors import ConfigError, InvalidNameError, RawflowError
 from rawflow.naming import DataType, block_id_for, parse_block_id, parse_lfn
 
 SCHEMA_RESOURCE = "schemas/campaign.schema.json"
 PAYLOAD_INPUT: dict[str, DataType] = {"raw2rtraw": DataType.RAW, "rec": DataType.RTRAW, "dqm": DataType.RTRAW}
+CAMPAIGNS_DIR_ENV = "RAWFLOW_CAMPAIGNS_DIR"
+# Bounds of the one-line error's parts (characters) and of the files one import error lists.
+SOURCE_LIMIT, FIELD_LIMIT, VALUE_LIMIT, REASON_LIMIT = 200, 80, 120, 200
+LISTED_FILES_LIMIT = 50
 
 
 class CampaignError(ConfigError):
-    """A steering file that does not validate: ``<file>: <field>=<value>: <reason>``."""
+    """A steering file that does not validate: ONE line ``<file>: <field>=<value>: <reason>``, made safe to show
+    (:func:`campaign_error_line`); ``source``, ``field``, ``value`` and ``reason`` keep the raw parts."""
+
+    def __init__(self, source: str, field: str, value: object, reason: str) -> None:
+        # Not ConfigError's message: its raw repr of the value could span lines, be huge or fail to print.
+        self.source, self.field, self.value, self.reason = source, field, value, reason
+        Exception.__init__(self, campaign_error_line(source, field, value, reason))
+
+
+class InvalidCampaignFiles(RawflowError, ValueError):
+    """The steering files of a folder that do not validate, one line each: raised by
+    ``dags/rawflow_campaign_errors.py`` so that Airflow records them as that file's import error."""
+
+    def __init__(self, folder: str | Path, lines: Sequence[str]) -> None:
+        self.folder = str(folder)
+        self.lines = tuple(lines)
+        super().__init__(campaign_files_message(folder, self.lines))
+
+
+# --- one safe line from untrusted text ---------------------------------------------------------------------
+def _escaped(text: str) -> str:
+    """``text`` with each character that could end or fake a line (control characters, line and paragraph
+    separators, bidi controls, other non-printables) written as its backslash escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """At most ``limit`` characters: the start (or, for a path, the end) and an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return "…" + text[len(text) - limit + 1 :] if keep_end else text[: limit - 1] + "…"
+
+
+def _quoted(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` quoted with its escapes (``repr``), at most ``limit`` characters: cut inside the quotes."""
+    quoted = _escaped(repr(text))
+    if len(quoted) <= limit:
+        return quoted
+    return quoted[0] + _bounded(quoted[1:-1], limit - 2, keep_end=keep_end) + quoted[-1]
+
+
+def _name(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """A file or field name as is when it is plain printable text; else quoted, with its escapes."""
+    plain = (
+        text != ""
+        and text.isprintable()
+        and text == text.strip()
+        and ": " not in text
+        and not any(c in text for c in "'\"\\=")
+    )
+    return _bounded(text, limit, keep_end=keep_end) if plain else _quoted(text, limit, keep_end=keep_end)
+
+
+def _value(value: object, limit: int) -> str:
+    """The value as Python writes it (strings quoted, with their escapes), bounded."""
+    if isinstance(value, str):
+        return _quoted(value, limit)
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print
+        text = f"<{type(value).__name__}>"
+    return _bounded(_escaped(text), limit)
+
+
+def campaign_error_line(source: str, field: str, value: object, reason: str) -> str:
+    """The one line of a steering-file mistake, ``<file>: <field>=<value>: <reason>`` — safe to show wherever
+    it goes (terminal, log, Airflow's import errors): one line, the file and field as is when plain and quoted
+    otherwise, the value quoted (``repr``), every part bounded (at most ~600 characters)."""
+    return (
+        f"{_name(str(source), SOURCE_LIMIT, keep_end=True)}: {_name(str(field), FIELD_LIMIT)}="
+        f"{_value(value, VALUE_LIMIT)}: {_bounded(_escaped(str(reason)), REASON_LIMIT)}"
+    )
+
+
+def campaign_files_message(folder: str | Path, lines: Sequence[str], *, limit: int = LISTED_FILES_LIMIT) -> str:
+    """The import error of a campaigns folder: a head line, then each invalid file's one line (at most
+    ``limit``; the count of the others after them)."""
+    count = len(lines)
+    files, verb, them = ("file", "does", "it") if count == 1 else ("files", "do", "them")
+    head = (
+        f"{count} campaign steering {files} in {_name(str(folder), SOURCE_LIMIT, keep_end=True)} {verb} not "
+        f"validate: no DAG for {them}, the valid campaigns load (rawflow campaign check FILE gives the same line)"
+    )
+    limit_line = SOURCE_LIMIT + FIELD_LIMIT + VALUE_LIMIT + REASON_LIMIT + 10
+    listed = [_bounded(_escaped(line), limit_line) for line in lines[:limit]]
+    if count > limit:
+        listed.append(f"… and {count - limit} more")
+    return "\n".join([head, *listed])
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +197,17 @@ class Campaign:
 
 
 # --- loading and validation --------------------------------------------------------------------------------
+class _SteeringLoader(yaml.SafeLoader):
+    """YAML's safe loader without its implicit timestamps: an unquoted ``2026-11-21`` stays the text the schema
+    expects, and ``2026-13-40`` is the field's "not a date" line instead of an error naming no field."""
+
+
+_SteeringLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @cache
 def campaign_schema() -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(resource_files("rawflow").joinpath(SCHEMA_RESOURCE).read_text())
@@ -250,13 +359,20 @@ def load_campaign(path: str | Path, *, known_sites: Iterable[str] | None = None)
     except OSError as exc:
         raise CampaignError(source, "<file>", None, f"cannot read: {exc.strerror or exc}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_SteeringLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "<yaml>"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise CampaignError(source, where, None, f"not YAML: {problem}") from None
-    return parse_campaign(document, source=source, known_sites=known_sites)
+    except ValueError as exc:  # a scalar YAML cannot build, e.g. an integer of thousands of digits
+        raise CampaignError(source, "<yaml>", None, f"not loadable: {exc}") from None
+    try:
+        return parse_campaign(document, source=source, known_sites=known_sites)
+    except CampaignError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:  # e.g. an alias that contains itself
+        raise CampaignError(source, "<top>", None, f"cannot check: {type(exc).__name__}: {exc}") from None
 
 
 def campaign_files(folder: str | Path) -> list[Path]:
@@ -265,6 +381,52 @@ def campaign_files(folder: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def campaigns_folder(default: str | Path) -> Path:
+    """The campaigns folder: ``$RAWFLOW_CAMPAIGNS_DIR``, else ``default``."""
+    configured = os.environ.get(CAMPAIGNS_DIR_ENV)
+    return Path(configured) if configured else Path(default)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignFolder:
+    """A campaigns folder checked: its valid campaigns (file, campaign) and one line per file that gets none."""
+
+    folder: Path
+    campaigns: tuple[tuple[Path, Campaign], ...]
+    errors: tuple[str, ...]
+
+
+def check_campaign_folder(folder: str | Path) -> CampaignFolder:
+    """Load every steering file of ``folder`` (reads only that folder). A file that does not validate — or
+    that repeats the name of a file before it — is one line in ``errors``; no file stops the others."""
+    root = Path(folder)
+    try:
+        paths = campaign_files(root)
+    except OSError as exc:
+        line = str(CampaignError(str(root), "<folder>", None, f"cannot list: {exc.strerror or exc}"))
+        return CampaignFolder(root, (), (line,))
+    campaigns: list[tuple[Path, Campaign]] = []
+    errors: list[str] = []
+    first_with: dict[str, Path] = {}
+    for path in paths:
+        try:
+            campaign = load_campaign(path)
+        except CampaignError as exc:
+            errors.append(str(exc))
+            continue
+        except Exception as exc:  # never let one file break the others
+            errors.append(str(CampaignError(str(path), "<file>", None, f"cannot check: {type(exc).__name__}: {exc}")))
+            continue
+        if campaign.name in first_with:
+            errors.append(
+                str(CampaignError(str(path), "name", campaign.name, f"the same name as {first_with[campaign.name]}"))
+            )
+            continue
+        first_with[campaign.name] = path
+        campaigns.append((path, campaign))
+    return CampaignFolder(root, tuple(campaigns), tuple(errors))
 
 
 # --- splitters (pure) ---------------------------------------------------------------------------------------
@@ -326,13 +488,20 @@ def split(campaign: Campaign, step: Step, files: Sequence[str]) -> list[SubJob]:
 
 
 __all__ = [
+    "CAMPAIGNS_DIR_ENV",
     "Campaign",
     "CampaignError",
+    "CampaignFolder",
+    "InvalidCampaignFiles",
     "Splitter",
     "Step",
     "SubJob",
+    "campaign_error_line",
     "campaign_files",
+    "campaign_files_message",
     "campaign_schema",
+    "campaigns_folder",
+    "check_campaign_folder",
     "load_campaign",
     "parse_campaign",
     "split",
