@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 
 from rawflow.grid.xrootd import LocalSites
+from rawflow.storage.base import CopyRequest, CopyResult, Storage
 from rawflow.storage.gfal2_storage import Gfal2Storage
 from rawflow.transfer import FileState, JobState, TransferFile, TransferJob, get_transfertool
-from rawflow.transfer.engine import StorageSpec
+from rawflow.transfer.engine import CopyTask, StorageSpec
 from rawflow.transfer.gfal2_tool import Gfal2Transfertool
 from tests.integration.transfer_files import CNAF, IN2P3, JINR, T0, Seeded, seed, transfer
 
@@ -70,7 +73,7 @@ def test_a_wrong_destination_is_replaced_and_a_wrong_source_refused(
     sites = local_sites.sites_config
     good, corrupt_source = seed(storage, sites, T0, 2)
     storage.put_bytes(sites[IN2P3].pfn(good.lfn), b"not the right content")
-    replace = TransferJob("gfal2-replace-" + good.lfn, (transfer(good, sites, IN2P3, T0),))
+    replaced = TransferJob("gfal2-replace-" + good.lfn, (transfer(good, sites, IN2P3, T0),))
     lying = TransferFile(
         corrupt_source.lfn,
         (sites[T0].pfn(corrupt_source.lfn),),
@@ -79,9 +82,9 @@ def test_a_wrong_destination_is_replaced_and_a_wrong_source_refused(
         "0badc0de",  # the catalogue's checksum: the source no longer matches it
     )
     refuse = TransferJob("gfal2-refuse-" + corrupt_source.lfn, (lying,))
-    statuses = tool.poll(tool.submit([replace, refuse]))
-    assert statuses[replace.key].state is JobState.FINISHED
-    assert statuses[replace.key].files[0].bytes == len(good.data)
+    statuses = tool.poll(tool.submit([replaced, refuse]))
+    assert statuses[replaced.key].state is JobState.FINISHED
+    assert statuses[replaced.key].files[0].bytes == len(good.data)
     assert storage.checksum(sites[IN2P3].pfn(good.lfn)) == good.adler32
     failed = statuses[refuse.key].files[0]
     assert failed.state is FileState.FAILED
@@ -116,3 +119,60 @@ def test_multihop_goes_through_the_hop(tool: Gfal2Transfertool, storage: Gfal2St
     assert status.files[0].source == sites[T0].pfn(f.lfn)
     for site in (CNAF, JINR):
         assert storage.checksum(sites[site].pfn(f.lfn)) == f.adler32
+
+
+class _CallLog:
+    """The engine's in-process storage with every call recorded (the storage itself is the real gfal2 one)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._storage, name)
+        if not callable(attribute):
+            return attribute
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, str(args[0]) if args else ""))
+            return attribute(*args, **kwargs)
+
+        return recorded
+
+
+def test_each_copy_is_measured_once_in_the_copy_child_not_in_the_task_process(
+    tool: Gfal2Transfertool, storage: Gfal2Storage, local_sites: LocalSites
+) -> None:
+    # A WebDAV request in the task process re-reads the CA bundle (~20 ms of CPU); the copy child reads each
+    # destination right after the copy and the engine compares what it reports.
+    sites = local_sites.sites_config
+    files = seed(storage, sites, T0, 4)
+    jobs = [
+        TransferJob(f"gfal2-measured-{site}-" + files[0].lfn, tuple(transfer(f, sites, site, T0) for f in files))
+        for site in (CNAF, IN2P3)
+    ]
+    in_task = _CallLog(tool.engine.storage)
+    tool.engine._storage = cast(Storage, in_task)
+    statuses = tool.poll(tool.submit(jobs))
+    assert all(s.state is JobState.FINISHED for s in statuses.values())
+    destinations = {sites[site].pfn(f.lfn) for site in (CNAF, IN2P3) for f in files}
+    asked = [(call, url) for call, url in in_task.calls if url in destinations]
+    assert asked == [], f"the task process asked the destinations itself: {asked}"
+    assert {call for call, _ in in_task.calls} <= {"listdir"}  # one listing per target directory, nothing else
+    for url in destinations:
+        assert storage.checksum(url) == next(f.adler32 for f in files if url.endswith(f.lfn))
+
+
+def test_a_measured_checksum_that_differs_fails_the_copy_and_names_the_replica(
+    tool: Gfal2Transfertool, storage: Gfal2Storage, local_sites: LocalSites
+) -> None:
+    sites = local_sites.sites_config
+    [f] = seed(storage, sites, T0, 1)
+    source, target = sites[T0].pfn(f.lfn), sites[CNAF].pfn(f.lfn)
+    task = CopyTask((source,), target, f.adler32, len(f.data))
+    copied = CopyResult(CopyRequest(source, target), ok=True, size_at_destination=len(f.data))
+    assert tool.engine._verify(source, target, task, "both", replace(copied, adler32_at_destination=f.adler32)) is None
+    wrong = tool.engine._verify(source, target, task, "both", replace(copied, adler32_at_destination="0badc0de"))
+    assert wrong == (f"checksum mismatch at {target}: 0badc0de, expected {f.adler32}", False)
+    short = tool.engine._verify(source, target, task, "both", replace(copied, size_at_destination=1))
+    assert short == (f"size mismatch at {target}: 1 bytes, expected {len(f.data)}", False)

@@ -27,11 +27,16 @@ class CopyRequest:
 
 @dataclass(frozen=True, slots=True)
 class CopyResult:
+    """One copy's outcome. ``size_at_destination``/``adler32_at_destination``: what the destination held right
+    after the copy, when the copier measured it (the copy engine's child does; None = not measured)."""
+
     request: CopyRequest
     ok: bool
     error: str | None = None
     transient: bool = False
     bytes: int = 0
+    size_at_destination: int | None = None
+    adler32_at_destination: str | None = None
 
 
 @runtime_checkable

@@ -237,7 +237,7 @@ class CopyEngine:
                 problems = list(
                     pool.map(
                         lambda ac: (
-                            self._verify(ac[0].source, ac[0].target, tasks[ac[0].task_index], verify)
+                            self._verify(ac[0].source, ac[0].target, tasks[ac[0].task_index], verify, ac[1])
                             if ac[1].ok
                             else None
                         ),
@@ -296,6 +296,8 @@ class CopyEngine:
             "tpc": mode,
             "parallel": self.parallel,
             "verify": storage_verifies,
+            # The engine compares the destination itself: the child reads it right after the copy (cheaper there).
+            "measure": not storage_verifies,
         }
         try:
             done = subprocess.run(
@@ -384,14 +386,19 @@ class CopyEngine:
         except StorageError:
             return None
 
-    def _verify(self, source: str, target: str, task: CopyTask, verify: str) -> tuple[str, bool] | None:
+    def _verify(
+        self, source: str, target: str, task: CopyTask, verify: str, copied: CopyResult | None = None
+    ) -> tuple[str, bool] | None:
         """None if the copy is good, else (why not, whether that may pass); checksums compared as asked.
 
-        With an expected adler32 the destination's is asked for once; the source's only when they differ
-        (to tell a damaged source from a damaged copy)."""
+        With an expected adler32 the destination's is asked for once — or not at all when the copy child
+        measured it (``copied``); the source's only when they differ (to tell a damaged source from a damaged
+        copy)."""
+        measured_size = copied.size_at_destination if copied is not None else None
+        measured_adler32 = copied.adler32_at_destination if copied is not None else None
         try:
             if task.size is not None:
-                size = self.storage.stat(target).size
+                size = measured_size if measured_size is not None else self.storage.stat(target).size
                 if size != task.size:
                     return f"size mismatch at {target}: {size} bytes, expected {task.size}", False
             if verify == "none":
@@ -403,7 +410,7 @@ class CopyEngine:
                     return f"checksum mismatch at source {source}: {at_source}, expected {expected}", False
                 expected = at_source
             if verify in ("both", "target"):
-                at_target = self.storage.checksum(target, "adler32")
+                at_target = measured_adler32 or self.storage.checksum(target, "adler32")
                 if at_target != expected:
                     if verify == "both" and task.adler32 is not None:
                         at_source = self.storage.checksum(source, "adler32")
@@ -424,14 +431,27 @@ class CopyEngine:
 
 
 def _result_from_json(request: CopyRequest, raw: Mapping[str, Any]) -> CopyResult:
+    size = raw.get("size_at_destination")
     return CopyResult(
         request,
         ok=bool(raw["ok"]),
         error=raw.get("error"),
         transient=bool(raw.get("transient", False)),
         bytes=int(raw.get("bytes", 0)),
+        size_at_destination=None if size is None else int(size),
+        adler32_at_destination=raw.get("adler32_at_destination"),
     )
 
 
 def results_to_json(results: Iterable[CopyResult]) -> list[dict[str, Any]]:
-    return [{"ok": r.ok, "error": r.error, "transient": r.transient, "bytes": r.bytes} for r in results]
+    return [
+        {
+            "ok": r.ok,
+            "error": r.error,
+            "transient": r.transient,
+            "bytes": r.bytes,
+            "size_at_destination": r.size_at_destination,
+            "adler32_at_destination": r.adler32_at_destination,
+        }
+        for r in results
+    ]
