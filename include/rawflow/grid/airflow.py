@@ -22,6 +22,12 @@ from rawflow.grid.process import Daemon, free_port, start_daemon
 ADMIN_USER = "admin"
 
 
+# Airflow's [database] sql_alchemy_connect_args(_async) for the embedded SQLite database (``airflow_env``):
+# sqlite3's busy timeout in seconds. Airflow adds keys to the dict it imports, so each engine gets its own.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, object] = {"timeout": 60}
+
+
 @dataclass(frozen=True, slots=True)
 class AirflowPorts:
     api: int
@@ -87,6 +93,11 @@ def airflow_env(
     )
     if database_url:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
+    if not database_url or database_url.startswith("sqlite"):
+        # Wait for SQLite's write lock instead of failing after sqlite3's 5 s default: on 2 busy cores the
+        # standalone scheduler hit "database is locked" even in WAL mode, died of it, and nothing ran afterwards.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = f"{__name__}.SQLITE_CONNECT_ARGS"
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC"
     if extra:
         env.update(extra)
     return env
