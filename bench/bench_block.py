@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_block.py [--files 300] [--kib 4] [--parallel 20] [--gfal-processes 8]
                                           [--baseline streamed|tpc]
-                                          [--timeout 3600] [--json out.json] [--keep]
+                                          [--timeout 3600] [--json out.json] [--keep] [--free-space]
 
 Everything is real and local: `rawflow grid up` (airflow standalone with the receiver and block DAGs, Tansu,
 the five loopback xrootd sites, the tape emulation). N files of S KiB are written into the Tier-0 for a past
@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
@@ -156,7 +157,34 @@ class Bench:
             "run_id": run_id,
         }
 
-    def baseline(self, parallel: int, mode: str, gfal_processes: int) -> dict[str, Any]:
+    def local_path(self, site: str, url: str) -> Path:
+        """Where a file or directory of a loopback site lies on this machine's disk."""
+        local = self.state.local_sites
+        assert local is not None
+        return local.layouts[site].data_dir / urlsplit(url).path.lstrip("/")
+
+    def bytes_needed(self) -> int:
+        """Disk the run needs at its peak (Rawflow's phase): the Tier-0 copy, every destination's copy, and the
+        tape site's copy twice (its disk buffer and its "tape")."""
+        replicas = sum(self.assigned(site) * (2 if self.sites[site].archive else 1) for site in self.targets)
+        return (replicas + len(self.files)) * self.files[0].size
+
+    def drop_destination_copies(self) -> None:
+        """Delete Rawflow's copies at the destinations no other site reads from (``via`` hops are sources of the
+        same-URL baseline), and the tape site's "tape", to make room for the baselines (``--free-space``)."""
+        local = self.state.local_sites
+        assert local is not None
+        hops = {hop for site in self.targets for hop in self.sites[site].via}
+        block_dir = self.files[0].lfn.rsplit("/", 1)[0]
+        for site in self.targets:
+            if site in hops:
+                continue
+            shutil.rmtree(self.local_path(site, self.sites[site].pfn(block_dir)), ignore_errors=True)
+            if self.sites[site].archive:
+                shutil.rmtree(local.layouts[site].mss_dir, ignore_errors=True)
+                local.layouts[site].mss_dir.mkdir()
+
+    def baseline(self, parallel: int, mode: str, gfal_processes: int, free_space: bool = False) -> dict[str, Any]:
         """The same copies with plain tools, every destination at once, into a separate directory per site.
 
         ``same-urls`` (the comparison the issue asks for): each destination's files copied from the replica Rawflow
@@ -213,6 +241,8 @@ class Bench:
             listed = self.storage.listdir(directory)
             if len(listed) != len(lfns):
                 raise BenchFailure(f"{tool} to {site}: {len(listed)} of {len(lfns)} files arrived")
+            if free_space:
+                shutil.rmtree(self.local_path(site, directory), ignore_errors=True)
             return site, {"replicas": len(lfns), "seconds": seconds, "tool": tool, "from": sources[0].split("://")[0]}
 
         started = time.monotonic()
@@ -270,7 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=3600, help="bound on every wait, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the grid's state directory (logs) afterwards")
+    parser.add_argument("--keep", action="store_true", help="keep the grid's state and data afterwards")
+    parser.add_argument(
+        "--free-space",
+        action="store_true",
+        help="delete Rawflow's destination copies before the baselines and each baseline's copies after it "
+        "(for large files: 200 × 64 MiB needs ~67 GiB at Rawflow's peak)",
+    )
     parser.add_argument(
         "--with-keepup",
         action="store_true",
@@ -291,12 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.api.unpause(dag_id)
         if not args.with_keepup:
             bench.api.pause("rawflow_keepup")
+        needed, free = bench.bytes_needed(), shutil.disk_usage(var).free
+        if needed > free * 0.95:
+            raise BenchFailure(f"needs {needed / 2**30:.1f} GiB of disk at its peak, {free / 2**30:.1f} GiB free")
         print(f"writing {args.files} files into the Tier-0 (untimed)", flush=True)
         bench.announcer.write(bench.files)
         rawflow = bench.rawflow(args.timeout)
+        if args.free_space:
+            bench.drop_destination_copies()
         baselines = {
-            "same-urls": bench.baseline(args.parallel, "same-urls", args.gfal_processes),
-            "reference": bench.baseline(args.parallel, args.baseline, args.gfal_processes),
+            "same-urls": bench.baseline(args.parallel, "same-urls", args.gfal_processes, args.free_space),
+            "reference": bench.baseline(args.parallel, args.baseline, args.gfal_processes, args.free_space),
         }
         print(render(args.files, args.kib, rawflow, baselines))
         if args.json:
@@ -306,9 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_block: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line, flush=True))
-        if not args.keep:
-            shutil.rmtree(var, ignore_errors=True)
+        if args.keep:
+            stack.down(var, progress=lambda line: print("grid:", line, flush=True))
+        else:
+            stack.purge(var, progress=lambda line: print("grid:", line, flush=True))
 
 
 if __name__ == "__main__":

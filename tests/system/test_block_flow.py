@@ -94,7 +94,16 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     # Raw flow only: no HTCondor pool, and keep-up paused. Unpaused, it processed every RAW block these tests
     # replicate (72 jobs in the pool) on the same 2 cores, which made their timings depend on the pool's load.
-    state = stack.up(var, api_port=None, condor=False, progress=lambda line: print("grid:", line))
+    # Airflow and the catalogue on Postgres, as in production: on 2 loaded cores the embedded SQLite's single
+    # write lock stalled Airflow's API server and killed its scheduler ("database is locked") mid-test.
+    # The embedded default is covered by test_keepup, test_ui, test_shifter, test_ops and test_grid.
+    state = stack.up(
+        var,
+        api_port=None,
+        condor=False,
+        postgres=os.environ.get("RAWFLOW_TEST_PG_URL") or "private",
+        progress=lambda line: print("grid:", line),
+    )
     try:
         os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
         g = Grid(state)
@@ -105,7 +114,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         g.api.set_variable("rawflow_retransfer_backoff_seconds", "2")
         yield g
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line))
+        stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
 
 
 def _retry(call: object, *, what: str, timeout: float = 90) -> None:

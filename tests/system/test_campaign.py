@@ -80,12 +80,21 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     os.environ["RAWFLOW_CAMPAIGNS_DIR"] = str(folder)  # Airflow's processes inherit it
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     try:
-        state = stack.up(var, api_port=None, condor=False, progress=lambda line: print("grid:", line))
+        # Airflow and the catalogue on Postgres, as in production: on 2 loaded cores the embedded SQLite's single
+        # write lock stalled Airflow's API server and killed its scheduler ("database is locked") mid-test.
+        # The embedded default is covered by test_keepup, test_ui, test_shifter, test_ops and test_grid.
+        state = stack.up(
+            var,
+            api_port=None,
+            condor=False,
+            postgres=os.environ.get("RAWFLOW_TEST_PG_URL") or "private",
+            progress=lambda line: print("grid:", line),
+        )
         try:
             os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
             yield Grid(state)
         finally:
-            stack.down(var, progress=lambda line: print("grid:", line))
+            stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
     finally:
         if saved is None:
             os.environ.pop("RAWFLOW_CAMPAIGNS_DIR", None)

@@ -74,7 +74,7 @@ def celery_grid_on(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         g.api.set_variable("rawflow_retransfer_backoff_seconds", "2")
         yield g
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line))
+        stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         g.api.set_variable("rawflow_retransfer_backoff_seconds", "2")
         yield g
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line))
+        stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:

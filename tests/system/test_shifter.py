@@ -101,7 +101,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShifterGrid]:
         os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
         yield ShifterGrid(state)
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line))
+        stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
 
 
 def _until(check: Any, *, what: str, timeout: float = 120) -> Any:

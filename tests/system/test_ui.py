@@ -152,7 +152,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiGrid]:
         assert all(p.pending == 0 and p.problematic == 0 for p in progress.values()), progress
         yield g
     finally:
-        stack.down(var, progress=lambda line: print("grid:", line))
+        stack.purge(var, keep_state=True, progress=lambda line: print("grid:", line))  # logs kept, site data not
 
 
 def _retry(call: Any, *, what: str, timeout: float = 120) -> None:

@@ -595,6 +595,25 @@ _AIRFLOW_FIRST = frozenset(
 )
 
 
+def purge(var_dir: Path, *, keep_state: bool = False, progress: Callable[[str], None] = print) -> list[str]:
+    """Stop the grid and delete the sites' data, which may live outside ``var_dir`` under /var/tmp
+    (``_sites_dir``), and unless ``keep_state`` the state directory too (logs included). For throw-away grids
+    (tests, benches); ``down`` keeps the data for the next ``up``. Returns what ``down`` stopped."""
+    import shutil
+
+    var_dir = var_dir.resolve()
+    stopped = down(var_dir, progress=progress)
+    sites = GridState.load(var_dir).grid_dir / "xrootd"
+    if sites.is_symlink():
+        shutil.rmtree(sites.resolve(), ignore_errors=True)
+        sites.unlink()
+    else:
+        shutil.rmtree(sites, ignore_errors=True)
+    if not keep_state:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    return stopped
+
+
 def status(var_dir: Path | None = None) -> list[ComponentStatus]:
     state = GridState.load((var_dir or default_var_dir()).resolve())
     result = []
@@ -625,4 +644,4 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-__all__ = ["ComponentStatus", "GridState", "down", "status", "tail", "up"]
+__all__ = ["ComponentStatus", "GridState", "down", "purge", "status", "tail", "up"]
