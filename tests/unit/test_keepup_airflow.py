@@ -7,6 +7,8 @@ import importlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
 
 
@@ -65,3 +67,30 @@ def test_keepup_dag_is_batched_and_data_driven() -> None:
     assert sorted(dag.task_ids) == ["blocks", "dqm", "raw2rtraw", "rec"]
     assert [t.task_id for t in dag.get_task("raw2rtraw").downstream_list] == ["rec"]
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+
+
+def test_problematic_files_fail_the_stage_at_once_without_task_retries(monkeypatch: Any) -> None:
+    # A task retry cannot help a Problematic file (its jobs were retried already; `rawflow jobs retry` starts
+    # them again) and would hold the next stage (trigger_rule all_done) back for the whole retry schedule.
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import rawflow.processing.keepup as keepup
+    from rawflow.processing.keepup import RoundReport
+    from rawflow_airflow.operators.keepup import KeepupOperator, KeepupProblematic
+
+    class Context:
+        stages = ("raw2rtraw",)
+        catalogue = backend = jobs = None
+
+        def active_jobs(self, block_id: str) -> list[Any]:
+            return []
+
+    op = KeepupOperator(task_id="raw2rtraw", block_ids=["20261102"], stages=["raw2rtraw"], retries=3)
+    reason = "failed 3 times, last: exit code 3: raw2rtraw: x.dat: truncated in event 4"
+    monkeypatch.setattr(op, "_context", Context)
+    monkeypatch.setattr(op, "_problematic", lambda: [("raw2rtraw-v1-abc", reason)])
+    monkeypatch.setattr(keepup, "submit_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    monkeypatch.setattr(keepup, "collect_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    with pytest.raises(KeepupProblematic, match=r"1 job\(s\) Problematic.*truncated in event 4") as raised:
+        op.execute({})
+    assert isinstance(raised.value, AirflowFailException)

@@ -318,6 +318,8 @@ def _status_reason(status: JobStatus) -> str:
         return f"held: {status.hold_reason}"
     if status.state is JobState.MISSING:
         return "the job vanished from the batch system"
+    if status.state is JobState.REMOVED:  # Rawflow removes only jobs it no longer tracks
+        return "the job was removed from the batch system, not by Rawflow"
     return status.state.value
 
 

@@ -4,7 +4,8 @@ On the worker: plan and submit (:func:`rawflow.processing.keepup.submit_round`) 
 finished (:func:`~rawflow.processing.keepup.collect_round`), then defer on :class:`ComputeJobsTrigger` (no
 worker slot held; the triggerer only polls job states). Woken, the worker collects, checks the outputs,
 registers them with lineage, releases/resubmits/retries, and defers again until nothing is queued or running.
-Files that end Problematic fail the task with their reasons once every other file is done.
+Files that end Problematic fail the task with their reasons once every other file is done, without task
+retries: the retry policy already retried their jobs, and a task retry would only hold the next stage back.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
 
 
-class KeepupProblematic(Exception):
-    """Some files could not be processed within the retry limit (the reasons are in the jobs table)."""
+class KeepupProblematic(AirflowFailException):
+    """Some files could not be processed within the retry limit (the reasons are in the jobs table); no task
+    retry can help: `rawflow jobs retry` starts them again."""
 
 
 class KeepupOperator(BaseOperator):
