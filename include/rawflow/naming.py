@@ -3,7 +3,10 @@
 File name: ``Daq.RunNumber.StreamType.StreamName.FileTag.FileTime.FileSequence.dat``
 Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW), ``/<root>/juno/rtraw/YYYY/mmdd/<file>`` (RTRAW) and
 ``/<root>/juno/esd/YYYY/mmdd/<file>`` (ESD). Processing derives a RAW file's RTRAW and ESD names from its stem
-(:func:`derived_lfn`): the same day directory, the same seven fields, another extension.
+(:func:`derived_lfn`): the same day directory, the same seven fields, another extension. Monte Carlo production
+(a campaign of kind ``mc``) adds its own types, each in its own directory: DETSIM (``.detsim``, simulated
+photo-electrons with the generator's truth), ELECSIM (``.elecsim``, the electronics readout) and CALIB
+(``.calib``, calibrated PMT hits); its reconstruction writes ESD.
 
 The logical file name (LFN) is the path from ``/juno/`` on, the same at every site; a site's physical
 URL is its URL prefix followed by the LFN. The block id is the receiving day, ``YYYYMMDD``, taken from
@@ -33,6 +36,9 @@ class DataType(enum.StrEnum):
     RAW = "RAW"
     RTRAW = "RTRAW"
     ESD = "ESD"  # reconstructed events (keep-up processing output)
+    DETSIM = "DETSIM"  # Monte Carlo: generated events and their simulated photo-electrons (detsim)
+    ELECSIM = "ELECSIM"  # Monte Carlo: the electronics readout of simulated events (elecsim)
+    CALIB = "CALIB"  # Monte Carlo: calibrated PMT hits (cal), read by rec like RTRAW
 
     @property
     def directory(self) -> str:
@@ -54,7 +60,17 @@ class DataType(enum.StrEnum):
         raise InvalidNameError("Type", value, f"must be one of {', '.join(t.value for t in cls)}")
 
 
-_EXTENSIONS = {DataType.RAW: ".dat", DataType.RTRAW: ".rtraw", DataType.ESD: ".esd"}
+_EXTENSIONS = {
+    DataType.RAW: ".dat",
+    DataType.RTRAW: ".rtraw",
+    DataType.ESD: ".esd",
+    DataType.DETSIM: ".detsim",
+    DataType.ELECSIM: ".elecsim",
+    DataType.CALIB: ".calib",
+}
+_KNOWN_EXTENSIONS = ", ".join(f"{ext} ({t.value})" for t, ext in _EXTENSIONS.items())
+TYPE_DIRECTORIES = "|".join(t.directory for t in DataType)
+"""The data directories of an LFN, ``raw|rtraw|esd|detsim|elecsim|calib`` (for patterns and messages)."""
 
 DERIVATION: dict[DataType, DataType] = {DataType.RTRAW: DataType.RAW, DataType.ESD: DataType.RTRAW}
 """The processing chain: each derived type and the type it is made from (RAW → RTRAW → ESD)."""
@@ -98,7 +114,7 @@ class RawFileName:
                 stem = name[: -len(data_type.extension)]
                 break
         else:
-            raise InvalidNameError("FileName", name, "must end with .dat (RAW), .rtraw (RTRAW) or .esd (ESD)")
+            raise InvalidNameError("FileName", name, f"must end with one of {_KNOWN_EXTENSIONS}")
         fields = stem.split(".")
         if len(fields) != len(_FIELD_PATTERNS):
             raise InvalidNameError(
@@ -200,7 +216,7 @@ def dataset_name(data_type: DataType, block_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RawFilePath:
-    """A parsed raw file path: ``/<root>/juno/<raw|rtraw>/YYYY/mmdd/<file>``."""
+    """A parsed file path: ``/<root>/juno/<type>/YYYY/mmdd/<file>`` (``<type>``: one of TYPE_DIRECTORIES)."""
 
     root: str
     data_type: DataType
@@ -233,12 +249,16 @@ class RawFilePath:
         if posixpath.normpath(path) != path:
             raise InvalidNameError("FilePath", path, "is not in normal form")
         if len(parts) < 5 or parts[-5] != EXPERIMENT:
-            raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw|esd>/YYYY/mmdd/<file>")
+            raise InvalidNameError(
+                "FilePath", path, f"expected /<root>/{EXPERIMENT}/<{TYPE_DIRECTORIES}>/YYYY/mmdd/<file>"
+            )
         type_dir, year, mmdd, name = parts[-4], parts[-3], parts[-2], parts[-1]
         try:
             data_type = DataType(type_dir.upper())
         except ValueError:
-            raise InvalidNameError("FilePath", path, f"data directory {type_dir!r} is not raw, rtraw or esd") from None
+            raise InvalidNameError(
+                "FilePath", path, f"data directory {type_dir!r} is not one of {TYPE_DIRECTORIES}"
+            ) from None
         if type_dir != data_type.directory:
             raise InvalidNameError("FilePath", path, f"data directory must be lower-case {data_type.directory!r}")
         if not re.fullmatch(r"[0-9]{4}", year) or not re.fullmatch(r"[0-9]{4}", mmdd):
@@ -252,7 +272,7 @@ class RawFilePath:
 
 
 def lfn_for(data_type: DataType, received: date, file_name: str) -> str:
-    """The logical file name: ``/juno/<raw|rtraw|esd>/YYYY/mmdd/<file>``."""
+    """The logical file name: ``/juno/<type>/YYYY/mmdd/<file>`` (e.g. ``raw``, ``rtraw``, ``esd``)."""
     return f"/{EXPERIMENT}/{data_type.directory}/{received:%Y}/{received:%m%d}/{file_name}"
 
 

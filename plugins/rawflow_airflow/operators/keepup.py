@@ -19,6 +19,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
 
+MAX_STAGES = 8  # a campaign has at most 8 steps (the steering schema's bound)
+
 
 class KeepupProblematic(AirflowFailException):
     """Some files could not be processed within the retry limit (the reasons are in the jobs table); no task
@@ -109,7 +111,7 @@ class KeepupOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = event or {}
-        self.log.info("woken: %s (%s)", event.get("status"), event.get("message"))
+        self.log.info("woken: %s (%r)", event.get("status"), event.get("message"))
         return self._round(context, first=False, event=event)
 
     def _round(self, context: Any, *, first: bool, event: dict[str, Any] | None) -> dict[str, Any]:
@@ -123,7 +125,19 @@ class KeepupOperator(BaseOperator):
                 if not first:
                     report.add(collect_round(ctx, block_id))
                 report.add(submit_round(ctx, block_id))
-                report.add(collect_round(ctx, block_id))
+                collected = collect_round(ctx, block_id)
+                report.add(collected)
+                # What this round registered may let the next stage (a campaign's next step) start now rather
+                # than at the next DAG run: plan again while that submits something and nothing is active.
+                for _ in range(MAX_STAGES):
+                    if collected.active or not collected.registered:
+                        break
+                    again = submit_round(ctx, block_id)
+                    report.add(again)
+                    if not again.total_submitted:
+                        break
+                    collected = collect_round(ctx, block_id)
+                    report.add(collected)
                 reports[block_id] = report
                 self.log.info("keep-up %s %s: %s", block_id, ",".join(ctx.stages), report.to_dict())
             keys = sorted(r.backend_key for b in reports for r in ctx.active_jobs(b))
@@ -155,7 +169,8 @@ class KeepupOperator(BaseOperator):
         summary = {b: r.to_dict() for b, r in reports.items()}
         problematic = self._problematic()
         if problematic:
-            shown = "; ".join(f"{key}: {reason}" for key, reason in problematic[:5])
+            # The reasons carry text from the jobs' output (untrusted): quoted, one line each.
+            shown = "; ".join(f"{key}: {reason!r}" for key, reason in problematic[:5])
             raise KeepupProblematic(f"{len(problematic)} job(s) Problematic (`rawflow jobs list`): {shown}")
         self.log.info("keep-up done since %s: %s", started, summary)
         return summary
