@@ -308,12 +308,9 @@ def _catalogue_url(args: argparse.Namespace) -> str:
 
 
 def _sites(args: argparse.Namespace) -> SitesConfig:
-    import os
+    from rawflow.sites import load_sites, site_policy_path
 
-    from rawflow.sites import default_sites_path, load_sites
-
-    path = args.sites or os.environ.get("RAWFLOW_SITES") or _grid_value("sites_path") or default_sites_path()
-    return load_sites(path)
+    return load_sites(site_policy_path(args.sites))
 
 
 def cmd_block(args: argparse.Namespace) -> int:
