@@ -36,7 +36,7 @@ def announce_day(state: stack.GridState, files: int, day_id: str) -> list[str]:
     sites = load_sites(state.values["sites_path"])
     storage = get_storage("gfal2", bearer_token=state.secrets()["storage_token"])
     producer = make_producer(KafkaSettings(bootstrap=str(state.values["kafka_bootstrap"])))
-    announcer = Announcer(storage, sites.tier0, producer)
+    announcer = Announcer(storage, sites.tier0, producer, timezone=sites.timezone)  # filed as the DAQ does
     synthetic = announcer.make_files(files, day=parse_block_id(day_id), sizes=(64 * 1024, 1024 * 1024))
     announcer.write(synthetic)
     announcer.announce(synthetic)

@@ -15,6 +15,14 @@ day, so a receiving day is a calendar day in the experiment's time zone (``timez
 day boundary is Beijing time, Asia/Shanghai; default UTC): :func:`receiving_day` and :func:`receiving_day_bounds`
 convert between instants and days, and everything that cuts time into blocks (the block DAG's timetable, the
 block's close time, the view, the CLI) uses them with that zone.
+
+The DAQ names both the file and its directory when it opens the file: ``FileTime`` is the file's start time in
+UTC (the RAW header's ``start_time_ns`` is the same instant), and the directory is the receiving day of that
+instant in the experiment's zone. With Asia/Shanghai, a file started at 2026-11-23 15:59:59 UTC (23:59:59 in
+Beijing) is ``…20261123155959…`` in ``2026/1123``; one started a second later is ``…20261123160000…`` in
+``2026/1124``. :func:`day_mismatch` says when a path breaks that rule (the DAQ's day boundary and the configured
+zone disagree, or the file was filed by hand): the DataReceiver and the reconciliation quarantine such a file
+(reason ``day_mismatch``) instead of putting it into a block whose day does not contain it.
 """
 
 from __future__ import annotations
@@ -193,6 +201,29 @@ def receiving_day_bounds(block_id: str, timezone: str | tzinfo = "UTC") -> tuple
     following = day + timedelta(days=1)
     end = datetime(following.year, following.month, following.day, tzinfo=zone)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def file_receiving_day(file: RawFileName, timezone: str | tzinfo = "UTC") -> date:
+    """The receiving day a file belongs to by its ``FileTime`` (its start time, UTC) in ``timezone``."""
+    return receiving_day(file.file_time, timezone)
+
+
+def day_mismatch(path: RawFilePath, timezone: str | tzinfo = "UTC") -> str | None:
+    """Why ``path``'s ``YYYY/mmdd`` directory is not the receiving day of its ``FileTime`` in ``timezone``, in one
+    line; None when they agree. The block is the directory (the LFN is the same at every site and never moves):
+    a disagreement means the DAQ's day boundary is not the configured zone's, or the file was filed by hand."""
+    expected = file_receiving_day(path.file, timezone)
+    if expected == path.received:
+        return None
+    zone = day_zone(timezone)
+    local = path.file.file_time.replace(tzinfo=UTC).astimezone(zone)
+    name = timezone if isinstance(timezone, str) else str(zone)
+    return (
+        f"{path.lfn}: FileTime {path.file.file_time:%Y%m%d%H%M%S} (UTC) is {local:%Y-%m-%d %H:%M:%S} in {name}, "
+        f"receiving day {block_id_for(expected)}, but the file is in the {path.received:%Y/%m%d} directory "
+        f"(block {block_id_for(path.received)}): the DAQ's day boundary and the receiving day's time zone "
+        f"({name}) disagree"
+    )
 
 
 def parse_block_id(block_id: str) -> date:

@@ -59,7 +59,7 @@ class Grid:
 
         storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
         producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
-        announcer = Announcer(storage, self.sites.tier0, producer)
+        announcer = Announcer(storage, self.sites.tier0, producer, timezone=self.sites.timezone)
         files = announcer.make_files(count, day=day, sizes=sizes)
         files = [Announcer.damaged(f) if i in damaged else f for i, f in enumerate(files)]
         announcer.write(files)

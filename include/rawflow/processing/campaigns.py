@@ -483,9 +483,14 @@ class CampaignFolder:
     errors: tuple[str, ...]
 
 
-def check_campaign_folder(folder: str | Path) -> CampaignFolder:
-    """Load every steering file of ``folder`` (reads only that folder). A file that does not validate — or
-    that repeats the name of a file before it — is one line in ``errors``; no file stops the others."""
+def check_campaign_folder(folder: str | Path, *, sites: str | Path | None = None) -> CampaignFolder:
+    """Load every steering file of ``folder``. A file that does not validate — or that repeats the name of a
+    file before it — is one line in ``errors``; no file stops the others.
+
+    Site names are checked as ``rawflow campaign check`` checks them: against the site policy found as the CLI
+    finds it (``sites``, else ``$RAWFLOW_SITES``, else the local grid's, else config/sites.yaml), read once.
+    When the policy cannot be read no file's sites can be checked, so each file is one line saying so and gets
+    no DAG (as the CLI accepts none)."""
     root = Path(folder)
     try:
         paths = campaign_files(root)
@@ -495,9 +500,13 @@ def check_campaign_folder(folder: str | Path) -> CampaignFolder:
     campaigns: list[tuple[Path, Campaign]] = []
     errors: list[str] = []
     first_with: dict[str, Path] = {}
+    known_sites, policy_problem = _policy_sites(sites) if paths else ((), None)
     for path in paths:
+        if policy_problem is not None:
+            errors.append(str(CampaignError(str(path), "<sites>", None, policy_problem)))
+            continue
         try:
-            campaign = load_campaign(path)
+            campaign = load_campaign(path, known_sites=known_sites)
         except CampaignError as exc:
             errors.append(str(exc))
             continue
@@ -512,6 +521,19 @@ def check_campaign_folder(folder: str | Path) -> CampaignFolder:
         first_with[campaign.name] = path
         campaigns.append((path, campaign))
     return CampaignFolder(root, tuple(campaigns), tuple(errors))
+
+
+def _policy_sites(sites: str | Path | None) -> tuple[tuple[str, ...], str | None]:
+    """The site names of the policy in force, or why it cannot be read (one line)."""
+    from rawflow.sites import load_sites, site_policy_path
+
+    path: Path | str = sites or "the site policy"
+    try:
+        path = site_policy_path(sites)
+        return tuple(load_sites(path).sites), None
+    except Exception as exc:  # any failure to read the policy is reported, never raised into the DAG file
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return (), f"site names not checked: cannot read {path}: {first}"
 
 
 # --- splitters (pure) ---------------------------------------------------------------------------------------
