@@ -168,17 +168,27 @@ class KeepupOperator(BaseOperator):
                 )
         summary = {b: r.to_dict() for b, r in reports.items()}
         problematic = self._problematic()
-        if problematic:
+        # Only files that became Problematic during this DAG run fail it: the run that saw them end so already
+        # failed, and every later catch-up run over the same days would otherwise be red until `rawflow jobs retry`.
+        run = context.get("dag_run")
+        since = _aware(run.start_date) if run is not None and run.start_date is not None else None
+        new = [(key, reason) for key, reason, at in problematic if since is None or _aware(at) >= since]
+        if len(new) < len(problematic):
+            self.log.warning(
+                "%d job(s) Problematic since earlier runs (`rawflow jobs list`, `rawflow jobs retry`)",
+                len(problematic) - len(new),
+            )
+        if new:
             # The reasons carry text from the jobs' output (untrusted): quoted, one line each.
-            shown = "; ".join(f"{key}: {reason!r}" for key, reason in problematic[:5])
-            raise KeepupProblematic(f"{len(problematic)} job(s) Problematic (`rawflow jobs list`): {shown}")
+            shown = "; ".join(f"{key}: {reason!r}" for key, reason in new[:5])
+            raise KeepupProblematic(f"{len(new)} job(s) Problematic (`rawflow jobs list`): {shown}")
         self.log.info("keep-up done since %s: %s", started, summary)
         return summary
 
     def _finish(self, ctx: Any, block_ids: list[str]) -> None:
         """Called once the blocks have no job left to wait for (campaigns replicate their outputs here)."""
 
-    def _problematic(self) -> list[tuple[str, str]]:
+    def _problematic(self) -> list[tuple[str, str, datetime]]:
         from rawflow.processing.jobs import JobStore
         from rawflow.processing.planning import JobPhase
         from rawflow_airflow.hooks.catalogue import CatalogueHook
@@ -187,10 +197,15 @@ class KeepupOperator(BaseOperator):
         try:
             payloads = set(self._list(self.stages))
             return [
-                (r.key, r.reason or "")
+                (r.key, r.reason or "", r.updated_at)
                 for b in self._list(self.block_ids)
                 for r in store.list_jobs(block_id=b, states=[JobPhase.PROBLEMATIC])
                 if r.payload in payloads
             ]
         finally:
             store.close()
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives naive timestamps (stored as UTC), Postgres aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
