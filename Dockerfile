@@ -23,3 +23,6 @@ COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 COPY --chown=airflow:root config /opt/rawflow/config
 ENV RAWFLOW_SITES=/opt/rawflow/config/sites.yaml
+# The campaign steering files: the DAGs are in /opt/airflow/dags, so their default (the folder next to dags/,
+# /opt/airflow/config/campaigns) does not exist in this image.
+ENV RAWFLOW_CAMPAIGNS_DIR=/opt/rawflow/config/campaigns

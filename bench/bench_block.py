@@ -96,7 +96,7 @@ class Bench:
         self.day = day
         self.block_id = block_id_for(day)
         producer = make_producer(KafkaSettings(bootstrap=str(values["kafka_bootstrap"])))
-        self.announcer = Announcer(self.storage, self.sites.tier0, producer)
+        self.announcer = Announcer(self.storage, self.sites.tier0, producer, timezone=self.sites.timezone)
         self.files: list[SyntheticFile] = self.announcer.make_files(files, day=day, sizes=(kib * 1024, kib * 1024))
         self.targets = [s.name for s in targets(self.sites)]
 

@@ -8,7 +8,7 @@ errors, as those of ``rawflow_campaign_errors.py`` (which checks the folder with
 no DAG), and from ``rawflow campaign check FILE``.
 
 A new campaign's DAG starts paused: unpausing it is starting the campaign. Data-driven: a run starts when the input data type's block DAG finishes a block (its ``rawflow://blocks/<TYPE>/
-done`` Asset) and every 30 minutes as a catch-up; the task plans only blocks complete at the input site and
+done`` Asset) and every 30 minutes as a catch-up (an MC campaign, which reads no input, every 30 minutes); the task plans only blocks complete at the input site and
 only sub-jobs that have no record yet (deterministic keys: campaign + step + input), so new input is processed
 as it arrives and nothing twice. One deferrable task runs every step over all the campaign's blocks in
 batches (one HTCondor cluster or DIRAC parametric job each).
@@ -37,15 +37,23 @@ def campaigns_dir() -> Path:
     return campaigns_folder(Path(__file__).resolve().parents[1] / "config" / "campaigns")
 
 
-def campaign_dag(campaign: Campaign, path: Path) -> None:
-    input_type = campaign.input_data_type.value if campaign.input_data_type else "RAW"
+def campaign_schedule(campaign: Campaign) -> Any:
+    """Every 30 minutes, and when the input type's block DAG finishes a block; an MC campaign reads no input:
+    every 30 minutes only (each run plans what the steps before left ready, never the same job twice)."""
+    every = CronTriggerTimetable("*/30 * * * *", timezone="UTC")
+    if campaign.input_data_type is None:
+        return every
+    input_type = campaign.input_data_type.value
+    return AssetOrTimeSchedule(
+        timetable=every,
+        assets=Asset(name=f"rawflow-{input_type.lower()}-blocks-done", uri=f"rawflow://blocks/{input_type}/done"),
+    )
 
+
+def campaign_dag(campaign: Campaign, path: Path) -> None:
     @dag(
         dag_id=campaign.dag_id,
-        schedule=AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
-            assets=Asset(name=f"rawflow-{input_type.lower()}-blocks-done", uri=f"rawflow://blocks/{input_type}/done"),
-        ),
+        schedule=campaign_schedule(campaign),
         start_date=datetime(2026, 11, 1),
         catchup=False,
         max_active_runs=1,

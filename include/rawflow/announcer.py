@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from confluent_kafka import Producer
 
@@ -20,7 +20,16 @@ from rawflow.checks import tier0_root
 from rawflow.checksum import adler32_bytes
 from rawflow.kafka import DeliveryTracker, Topics
 from rawflow.messages import Reason, announcement_payload
-from rawflow.naming import DataType, RawFileName, lfn_for
+from rawflow.naming import (
+    DataType,
+    RawFileName,
+    block_id_for,
+    day_zone,
+    lfn_for,
+    parse_lfn,
+    receiving_day,
+    receiving_day_bounds,
+)
 from rawflow.payloads.rawformat import MIN_FILE_SIZE, synthesize
 from rawflow.sites import Site
 from rawflow.storage.base import Storage
@@ -74,12 +83,25 @@ class HostileMessage:
 
 
 class Announcer:
-    def __init__(self, storage: Storage, tier0: Site, producer: Producer, topics: Topics | None = None) -> None:
+    """Files named and filed as the DAQ does: ``FileTime`` is the file's start time (UTC), its directory the
+    receiving day of that instant in ``timezone`` (the site policy's; see :mod:`rawflow.naming`)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        tier0: Site,
+        producer: Producer,
+        topics: Topics | None = None,
+        *,
+        timezone: str = "UTC",
+    ) -> None:
         self.storage = storage
         self.tier0 = tier0
         self.producer = producer
         self.topics = topics or Topics()
         self.root = tier0_root(tier0)
+        day_zone(timezone)  # an unknown zone is a one-line error here, not at the first file
+        self.timezone = timezone
 
     def make_files(
         self,
@@ -92,18 +114,33 @@ class Announcer:
         sizes: tuple[int, int] = (256, 4096),
         first_sequence: int = 1,
         rng: random.Random | None = None,
+        start: datetime | None = None,
     ) -> list[SyntheticFile]:
         """``count`` files of one run, received on ``day``, of a random size in ``sizes`` (at least
-        MIN_FILE_SIZE = 64 bytes), holding RAW events (the same for the same run, stream, sequence, day, size)."""
+        MIN_FILE_SIZE = 64 bytes), holding RAW events (the same for the same run, stream, sequence, day, size).
+
+        A file's start time is ``sequence`` seconds after the start of ``day`` (its local midnight in the
+        announcer's zone, modulo the day's length), so every file is filed under ``day``. With ``start`` (an
+        instant; naive is UTC) instead of ``day``, the files start at ``start`` and one second apart, each filed
+        under the receiving day of its own start time: a series can straddle midnight as a DAQ run does."""
         if sizes[0] < MIN_FILE_SIZE or sizes[1] < sizes[0]:
             raise ValueError(f"sizes must be an interval of at least {MIN_FILE_SIZE} bytes, got {sizes}")
+        if start is not None and day is not None:
+            raise ValueError("give the day the files are received on or the start time of the first, not both")
         rng = rng or random.Random()
-        day = day or datetime.now(UTC).date()
-        start = datetime.combine(day, time(0, 0, 0))
+        if start is not None:
+            first = (start if start.tzinfo is not None else start.replace(tzinfo=UTC)).astimezone(UTC)
+            times = [first + timedelta(seconds=i) for i in range(count)]
+        else:
+            day = day or receiving_day(datetime.now(UTC), self.timezone)
+            day_start, day_end = receiving_day_bounds(block_id_for(day), self.timezone)
+            length = int((day_end - day_start).total_seconds())  # 86400, or 82800/90000 on a DST change
+            times = [day_start + timedelta(seconds=(first_sequence + i) % length) for i in range(count)]
         files = []
-        for i in range(count):
+        for i, instant in enumerate(times):
             sequence = first_sequence + i
-            file_time = start + timedelta(seconds=sequence % 86400)
+            file_time = instant.replace(tzinfo=None)  # FileTime: UTC, as the DAQ writes it
+            received = receiving_day(instant, self.timezone)
             name = RawFileName.build(
                 daq="Daq",
                 run_number=run,
@@ -114,7 +151,7 @@ class Announcer:
                 file_sequence=sequence,
                 data_type=data_type,
             ).name
-            lfn = lfn_for(data_type, day, name)
+            lfn = lfn_for(data_type, received, name)
             content, _truth = synthesize(
                 run=run,
                 stream=stream,
@@ -208,6 +245,11 @@ class Announcer:
             (good.payload(FileName="Other." + good.file_name.split(".", 1)[1]), Reason.NAME_PATH_MISMATCH, raw, None),
             (json.dumps({"FileName": "x" * 5_000_000}).encode(), Reason.MESSAGE_TOO_LARGE, raw, None),
         ]
+        # The good file's name filed under the next day: its FileTime is not in that directory's day.
+        received = parse_lfn(good.lfn).received
+        following = received + timedelta(days=1)
+        misfiled = good.file_path.replace(f"/{received:%Y/%m%d}/", f"/{following:%Y/%m%d}/", 1)
+        cases.append((good.payload(FilePath=misfiled), Reason.DAY_MISMATCH, raw, None))
         absent_name = "Gone." + good.file_name.split(".", 1)[1]  # a valid name no file was written under
         absent = good.file_path.rsplit("/", 1)[0] + "/" + absent_name
         cases.append((good.payload(FilePath=absent, FileName=absent_name), Reason.ABSENT_AT_TIER0, raw, None))

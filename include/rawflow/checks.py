@@ -25,7 +25,7 @@ from rawflow.messages import (
     parse_timestamp,
     validate,
 )
-from rawflow.naming import DataType, RawFileName, RawFilePath
+from rawflow.naming import DataType, RawFileName, RawFilePath, day_mismatch
 from rawflow.sites import Site
 from rawflow.storage.base import Storage
 
@@ -54,6 +54,10 @@ class Limits:
     # The local grid's sites run `xrootd.chksum max 64`; 16 ran without stalls there (measured). Against a
     # server with the default limit use 2.
     storage_parallel: int = 16
+    # The receiving day's time zone (IANA name): a file whose directory is not the receiving day of its FileTime
+    # there is rejected (DAY_MISMATCH). None: not checked (pure message checks); the DataReceiver and the
+    # reconciliation fill it from the site policy's ``timezone``.
+    timezone: str | None = None
 
 
 def tier0_root(site: Site) -> str:
@@ -88,6 +92,8 @@ def check_fields(obj: dict[str, Any], *, topic_type: DataType | None, limits: Li
     run = obj.get("Run")
     if run is not None and run != path.file.run_number:
         raise Rejection(Reason.RUN_MISMATCH, f"Run {run} but the file name says run {path.file.run_number}")
+    if limits.timezone is not None:
+        check_day(path, limits.timezone)
     stamp = obj.get("ReceivedAt", obj.get("Timestamp"))
     return Announcement(
         file_name=file_name,
@@ -125,6 +131,14 @@ def _parse_name_and_path(file_name: str, file_path: str) -> RawFilePath:
     raise Rejection(
         Reason.NAME_PATH_MISMATCH, f"FileName {file_name!r} is not the last component of FilePath {file_path!r}"
     )
+
+
+def check_day(path: RawFilePath, timezone: str) -> RawFilePath:
+    """DAY_MISMATCH when ``path``'s directory is not the receiving day of its FileTime in ``timezone``."""
+    why = day_mismatch(path, timezone)
+    if why is not None:
+        raise Rejection(Reason.DAY_MISMATCH, why, lfn=path.lfn)
+    return path
 
 
 def check_size(size: int, limits: Limits) -> int:

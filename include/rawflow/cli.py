@@ -308,12 +308,9 @@ def _catalogue_url(args: argparse.Namespace) -> str:
 
 
 def _sites(args: argparse.Namespace) -> SitesConfig:
-    import os
+    from rawflow.sites import load_sites, site_policy_path
 
-    from rawflow.sites import default_sites_path, load_sites
-
-    path = args.sites or os.environ.get("RAWFLOW_SITES") or _grid_value("sites_path") or default_sites_path()
-    return load_sites(path)
+    return load_sites(site_policy_path(args.sites))
 
 
 def cmd_block(args: argparse.Namespace) -> int:
@@ -517,15 +514,16 @@ def _retransfer(args: argparse.Namespace, data_type: DataType) -> int:
     return 0
 
 
-def _resolve_lfn(catalogue: Any, text: str) -> str:
+def _resolve_lfn(catalogue: Any, text: str, timezone: str = "UTC") -> str:
     """An LFN from what the shifter has: the LFN, a full path at a site, or the bare file name.
 
-    A bare name does not say its receiving day (the directory it landed in): the days around the file's own
-    time stamp are looked up, as the naming scheme builds them.
+    A bare name does not say its receiving day (the directory it landed in): the receiving day of the file's own
+    time stamp in ``timezone`` (where the DAQ files it, see rawflow.naming) is looked up first, then the days
+    around it.
     """
     from datetime import timedelta
 
-    from rawflow.naming import RawFileName, RawFilePath, lfn_for
+    from rawflow.naming import RawFileName, RawFilePath, file_receiving_day, lfn_for
 
     if "/" in text:
         if text.startswith("/juno/"):
@@ -535,7 +533,7 @@ def _resolve_lfn(catalogue: Any, text: str) -> str:
         except RawflowError:
             return text  # looked up as given; "not in the catalogue" if it is not an LFN
     name = RawFileName.parse(text)
-    stamp = name.file_time.date()
+    stamp = file_receiving_day(name, timezone)
     candidates = [lfn_for(name.data_type, stamp + timedelta(days=d), name.name) for d in (0, 1, -1, 2)]
     found = catalogue.get_files(candidates)
     if not found:
@@ -669,16 +667,16 @@ def block_logical_date(block_id: str, timezone: str) -> str:
 def cmd_file(args: argparse.Namespace) -> int:
     from rawflow.catalogue import get_catalogue
 
+    sites = _sites(args)
     catalogue = get_catalogue(_catalogue_url(args))
     try:
-        lfn = _resolve_lfn(catalogue, args.lfn)
+        lfn = _resolve_lfn(catalogue, args.lfn, sites.timezone)
         record = catalogue.get_file(lfn)
         if record is None:
             raise NotFoundError(f"file {args.lfn} is not in the catalogue")
         replicas = catalogue.replica_states([lfn]).get(lfn, {})
     finally:
         catalogue.close()
-    sites = _sites(args)
     replica_rows: dict[str, dict[str, Any]] = {
         site: {
             "state": r.state.value,

@@ -48,6 +48,7 @@ class Reason(enum.StrEnum):
     TYPE_PATH_MISMATCH = "type_path_mismatch"
     WRONG_ROOT = "wrong_root"
     RUN_MISMATCH = "run_mismatch"
+    DAY_MISMATCH = "day_mismatch"  # the directory is not the receiving day of the FileTime (see naming.day_mismatch)
     ZERO_SIZE = "zero_size"
     NEGATIVE_SIZE = "negative_size"
     TOO_LARGE = "too_large"
@@ -63,15 +64,21 @@ class Reason(enum.StrEnum):
         return self in _CRITICAL
 
 
-_CRITICAL = frozenset({Reason.CONFLICT, Reason.CHECKSUM_MISMATCH, Reason.SIZE_MISMATCH, Reason.BLOCK_CLOSED})
+# DAY_MISMATCH: the DAQ's day boundary and the configured zone disagree (a whole part of every day is held
+# back until someone fixes one of them), or a file was filed by hand into another day's directory.
+_CRITICAL = frozenset(
+    {Reason.CONFLICT, Reason.CHECKSUM_MISMATCH, Reason.SIZE_MISMATCH, Reason.BLOCK_CLOSED, Reason.DAY_MISMATCH}
+)
 
 
 class Rejection(Exception):
     """A message that fails a check: a stable reason code and a text that names the field and value."""
 
-    def __init__(self, reason: Reason, text: str) -> None:
+    def __init__(self, reason: Reason, text: str, *, lfn: str | None = None) -> None:
         self.reason = reason
         self.text = text
+        # The file's LFN when the check got that far (e.g. DAY_MISMATCH): kept with the quarantined message.
+        self.lfn = lfn
         super().__init__(f"{reason.value}: {text}")
 
 

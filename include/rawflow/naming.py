@@ -3,7 +3,10 @@
 File name: ``Daq.RunNumber.StreamType.StreamName.FileTag.FileTime.FileSequence.dat``
 Directory: ``/<root>/juno/raw/YYYY/mmdd/<file>`` (RAW), ``/<root>/juno/rtraw/YYYY/mmdd/<file>`` (RTRAW) and
 ``/<root>/juno/esd/YYYY/mmdd/<file>`` (ESD). Processing derives a RAW file's RTRAW and ESD names from its stem
-(:func:`derived_lfn`): the same day directory, the same seven fields, another extension.
+(:func:`derived_lfn`): the same day directory, the same seven fields, another extension. Monte Carlo production
+(a campaign of kind ``mc``) adds its own types, each in its own directory: DETSIM (``.detsim``, simulated
+photo-electrons with the generator's truth), ELECSIM (``.elecsim``, the electronics readout) and CALIB
+(``.calib``, calibrated PMT hits); its reconstruction writes ESD.
 
 The logical file name (LFN) is the path from ``/juno/`` on, the same at every site; a site's physical
 URL is its URL prefix followed by the LFN. The block id is the receiving day, ``YYYYMMDD``, taken from
@@ -12,6 +15,14 @@ day, so a receiving day is a calendar day in the experiment's time zone (``timez
 day boundary is Beijing time, Asia/Shanghai; default UTC): :func:`receiving_day` and :func:`receiving_day_bounds`
 convert between instants and days, and everything that cuts time into blocks (the block DAG's timetable, the
 block's close time, the view, the CLI) uses them with that zone.
+
+The DAQ names both the file and its directory when it opens the file: ``FileTime`` is the file's start time in
+UTC (the RAW header's ``start_time_ns`` is the same instant), and the directory is the receiving day of that
+instant in the experiment's zone. With Asia/Shanghai, a file started at 2026-11-23 15:59:59 UTC (23:59:59 in
+Beijing) is ``…20261123155959…`` in ``2026/1123``; one started a second later is ``…20261123160000…`` in
+``2026/1124``. :func:`day_mismatch` says when a path breaks that rule (the DAQ's day boundary and the configured
+zone disagree, or the file was filed by hand): the DataReceiver and the reconciliation quarantine such a file
+(reason ``day_mismatch``) instead of putting it into a block whose day does not contain it.
 """
 
 from __future__ import annotations
@@ -33,6 +44,9 @@ class DataType(enum.StrEnum):
     RAW = "RAW"
     RTRAW = "RTRAW"
     ESD = "ESD"  # reconstructed events (keep-up processing output)
+    DETSIM = "DETSIM"  # Monte Carlo: generated events and their simulated photo-electrons (detsim)
+    ELECSIM = "ELECSIM"  # Monte Carlo: the electronics readout of simulated events (elecsim)
+    CALIB = "CALIB"  # Monte Carlo: calibrated PMT hits (cal), read by rec like RTRAW
 
     @property
     def directory(self) -> str:
@@ -54,7 +68,17 @@ class DataType(enum.StrEnum):
         raise InvalidNameError("Type", value, f"must be one of {', '.join(t.value for t in cls)}")
 
 
-_EXTENSIONS = {DataType.RAW: ".dat", DataType.RTRAW: ".rtraw", DataType.ESD: ".esd"}
+_EXTENSIONS = {
+    DataType.RAW: ".dat",
+    DataType.RTRAW: ".rtraw",
+    DataType.ESD: ".esd",
+    DataType.DETSIM: ".detsim",
+    DataType.ELECSIM: ".elecsim",
+    DataType.CALIB: ".calib",
+}
+_KNOWN_EXTENSIONS = ", ".join(f"{ext} ({t.value})" for t, ext in _EXTENSIONS.items())
+TYPE_DIRECTORIES = "|".join(t.directory for t in DataType)
+"""The data directories of an LFN, ``raw|rtraw|esd|detsim|elecsim|calib`` (for patterns and messages)."""
 
 DERIVATION: dict[DataType, DataType] = {DataType.RTRAW: DataType.RAW, DataType.ESD: DataType.RTRAW}
 """The processing chain: each derived type and the type it is made from (RAW → RTRAW → ESD)."""
@@ -98,7 +122,7 @@ class RawFileName:
                 stem = name[: -len(data_type.extension)]
                 break
         else:
-            raise InvalidNameError("FileName", name, "must end with .dat (RAW), .rtraw (RTRAW) or .esd (ESD)")
+            raise InvalidNameError("FileName", name, f"must end with one of {_KNOWN_EXTENSIONS}")
         fields = stem.split(".")
         if len(fields) != len(_FIELD_PATTERNS):
             raise InvalidNameError(
@@ -179,6 +203,29 @@ def receiving_day_bounds(block_id: str, timezone: str | tzinfo = "UTC") -> tuple
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def file_receiving_day(file: RawFileName, timezone: str | tzinfo = "UTC") -> date:
+    """The receiving day a file belongs to by its ``FileTime`` (its start time, UTC) in ``timezone``."""
+    return receiving_day(file.file_time, timezone)
+
+
+def day_mismatch(path: RawFilePath, timezone: str | tzinfo = "UTC") -> str | None:
+    """Why ``path``'s ``YYYY/mmdd`` directory is not the receiving day of its ``FileTime`` in ``timezone``, in one
+    line; None when they agree. The block is the directory (the LFN is the same at every site and never moves):
+    a disagreement means the DAQ's day boundary is not the configured zone's, or the file was filed by hand."""
+    expected = file_receiving_day(path.file, timezone)
+    if expected == path.received:
+        return None
+    zone = day_zone(timezone)
+    local = path.file.file_time.replace(tzinfo=UTC).astimezone(zone)
+    name = timezone if isinstance(timezone, str) else str(zone)
+    return (
+        f"{path.lfn}: FileTime {path.file.file_time:%Y%m%d%H%M%S} (UTC) is {local:%Y-%m-%d %H:%M:%S} in {name}, "
+        f"receiving day {block_id_for(expected)}, but the file is in the {path.received:%Y/%m%d} directory "
+        f"(block {block_id_for(path.received)}): the DAQ's day boundary and the receiving day's time zone "
+        f"({name}) disagree"
+    )
+
+
 def parse_block_id(block_id: str) -> date:
     if not isinstance(block_id, str) or not re.fullmatch(r"[0-9]{8}", block_id):
         raise InvalidNameError("Block", block_id, "expected YYYYMMDD")
@@ -200,7 +247,7 @@ def dataset_name(data_type: DataType, block_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RawFilePath:
-    """A parsed raw file path: ``/<root>/juno/<raw|rtraw>/YYYY/mmdd/<file>``."""
+    """A parsed file path: ``/<root>/juno/<type>/YYYY/mmdd/<file>`` (``<type>``: one of TYPE_DIRECTORIES)."""
 
     root: str
     data_type: DataType
@@ -233,12 +280,16 @@ class RawFilePath:
         if posixpath.normpath(path) != path:
             raise InvalidNameError("FilePath", path, "is not in normal form")
         if len(parts) < 5 or parts[-5] != EXPERIMENT:
-            raise InvalidNameError("FilePath", path, f"expected /<root>/{EXPERIMENT}/<raw|rtraw|esd>/YYYY/mmdd/<file>")
+            raise InvalidNameError(
+                "FilePath", path, f"expected /<root>/{EXPERIMENT}/<{TYPE_DIRECTORIES}>/YYYY/mmdd/<file>"
+            )
         type_dir, year, mmdd, name = parts[-4], parts[-3], parts[-2], parts[-1]
         try:
             data_type = DataType(type_dir.upper())
         except ValueError:
-            raise InvalidNameError("FilePath", path, f"data directory {type_dir!r} is not raw, rtraw or esd") from None
+            raise InvalidNameError(
+                "FilePath", path, f"data directory {type_dir!r} is not one of {TYPE_DIRECTORIES}"
+            ) from None
         if type_dir != data_type.directory:
             raise InvalidNameError("FilePath", path, f"data directory must be lower-case {data_type.directory!r}")
         if not re.fullmatch(r"[0-9]{4}", year) or not re.fullmatch(r"[0-9]{4}", mmdd):
@@ -252,7 +303,7 @@ class RawFilePath:
 
 
 def lfn_for(data_type: DataType, received: date, file_name: str) -> str:
-    """The logical file name: ``/juno/<raw|rtraw|esd>/YYYY/mmdd/<file>``."""
+    """The logical file name: ``/juno/<type>/YYYY/mmdd/<file>`` (e.g. ``raw``, ``rtraw``, ``esd``)."""
     return f"/{EXPERIMENT}/{data_type.directory}/{received:%Y}/{received:%m%d}/{file_name}"
 
 

@@ -36,6 +36,7 @@ from rawflow.checks import (
     Limits,
     StorageCheck,
     Tier0Facts,
+    check_day,
     check_message,
     check_size,
     compare_with_tier0,
@@ -149,7 +150,13 @@ class Receiver:
         self.producer = producer
         self.notifier = notifier
         limits = limits or Limits()
-        self.limits = limits if limits.tier0_root is not None else replace(limits, tier0_root=tier0_root(self.tier0))
+        if limits.tier0_root is None:
+            limits = replace(limits, tier0_root=tier0_root(self.tier0))
+        if limits.timezone is None:
+            # The receiving day's zone of the site policy: the block DAG's timetable, the view and the CLI cut
+            # days in the same zone (a file whose directory is another day there is quarantined).
+            limits = replace(limits, timezone=sites.timezone)
+        self.limits = limits
         self.topics = topics or Topics()
         self.flush_timeout = flush_timeout
         self.storage_alert_interval = storage_alert_interval
@@ -374,7 +381,7 @@ class Receiver:
             payload=msg.value(),
             reason=item.rejection.reason,
             text=item.rejection.text,
-            lfn=item.announcement.lfn if item.announcement is not None else None,
+            lfn=item.announcement.lfn if item.announcement is not None else item.rejection.lfn,
             received_at=_kafka_time(item.msg),
         )
 
@@ -402,7 +409,7 @@ class Receiver:
             source_topic=topic,
             partition=partition,
             offset=offset,
-            lfn=a.lfn if a is not None else None,
+            lfn=a.lfn if a is not None else (item.rejection.lfn if item.rejection is not None else None),
             block=a.block if a is not None else None,
             reason=item.rejection.reason if item.rejection is not None else None,
             text=item.rejection.text if item.rejection is not None else None,
@@ -527,7 +534,9 @@ class ReconcileReport:
 
 class Reconciler:
     """Registers files that sit in a block's Tier-0 directory but never reached the catalogue
-    (announcement lost, broker restarted empty). Sizes and checksums come from the storage element."""
+    (announcement lost, broker restarted empty). Sizes and checksums come from the storage element; names,
+    sizes and the receiving day (directory against FileTime, in the site policy's zone) are checked as the
+    receiver checks them, and a file that fails is quarantined."""
 
     def __init__(
         self,
@@ -543,7 +552,15 @@ class Reconciler:
         self.tier0 = sites.tier0
         self.quarantine = quarantine
         self.notifier = notifier
-        self.limits = limits or Limits()
+        limits = limits or Limits()
+        # The receiver's day check applies here too: a file filed under another day than its FileTime's is
+        # quarantined, not registered behind the receiver's back.
+        self.limits = limits if limits.timezone is not None else replace(limits, timezone=sites.timezone)
+
+    @property
+    def timezone(self) -> str:
+        """The receiving day's time zone the reconciliation checks directories against."""
+        return self.limits.timezone or "UTC"
 
     def reconcile_block(self, data_type: DataType, block_id: str) -> ReconcileReport:
         block = block_name(data_type, block_id)
@@ -565,9 +582,11 @@ class Reconciler:
         paths: dict[str, RawFilePath] = {}
         for lfn in missing:
             try:
-                paths[lfn] = RawFilePath.parse(lfn)
+                paths[lfn] = check_day(RawFilePath.parse(lfn), self.timezone)
             except InvalidNameError as exc:
                 rejections[lfn] = Rejection(Reason.BAD_NAME, str(exc))
+            except Rejection as exc:
+                rejections[lfn] = exc
         facts = tier0_facts(
             self.storage, self.tier0, list(paths), mode=StorageCheck.FULL, parallel=self.limits.storage_parallel
         )

@@ -389,3 +389,20 @@ def default_sites_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2] / "config" / "sites.yaml"
+
+
+def site_policy_path(explicit: str | Path | None = None) -> Path:
+    """The site policy in force, found as the ``rawflow`` CLI finds it: ``explicit`` (``--sites``), else
+    ``$RAWFLOW_SITES``, else the local grid's (``rawflow grid up`` writes one with its loopback URLs), else the
+    repository's ``config/sites.yaml``. Reads at most the grid's small state file."""
+    import os
+
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("RAWFLOW_SITES")
+    if env:
+        return Path(env)
+    from rawflow.grid.stack import GridState, default_var_dir
+
+    grid = GridState.load(default_var_dir()).values.get("sites_path")
+    return Path(str(grid)) if grid else default_sites_path()

@@ -51,8 +51,9 @@ def reconcile_open_blocks(catalogue_conn_id: str = "rawflow_catalogue") -> dict[
 
     catalogue = CatalogueHook(catalogue_conn_id).get_conn()
     try:
-        blocks = blocks_to_reconcile(catalogue)
-        run = reconcile_blocks(reconciler(catalogue, catalogue_conn_id=catalogue_conn_id), blocks)
+        unit = reconciler(catalogue, catalogue_conn_id=catalogue_conn_id)
+        blocks = blocks_to_reconcile(catalogue, timezone=unit.timezone)
+        run = reconcile_blocks(unit, blocks)
     finally:
         catalogue.close()
     logging.getLogger(__name__).info("%s", run.summary())

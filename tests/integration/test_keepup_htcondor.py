@@ -3,11 +3,14 @@
 RAW files made by the payloads' own generator are written to the loopback Tier-0 and registered; the round
 submits raw2rtraw, rec and dqm jobs in clusters, the jobs stage in and out over xrootd, and the outputs are
 checked (size, adler32, events) and registered with lineage. One RAW file is malformed: its job fails,
-is retried, and ends Problematic with the payload's reason while every other file is processed.
+is retried, and ends Problematic with the payload's reason while every other file is processed. An operator's
+condor_hold and condor_rm (the bindings, from outside Rawflow) go through the same rounds: a held job is
+released once, then removed and resubmitted; a removed job is resubmitted; each file gets one output.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -24,14 +27,14 @@ from rawflow.catalogue.base import FileRecord
 from rawflow.catalogue.sql import SqlCatalogue
 from rawflow.compute import get_compute_backend
 from rawflow.compute.base import ComputeBackendError, JobState
-from rawflow.compute.htcondor_backend import HTCondorBackend
+from rawflow.compute.htcondor_backend import COMPLETED, KEY_ATTR, REMOVED, HTCondorBackend, key_constraint
 from rawflow.grid.condor import CondorPool, ensure_installed, in_pool, kill_pool, start_pool, stop_pool
 from rawflow.grid.xrootd import LocalSites
 from rawflow.naming import DataType, RawFileName, derived_lfn, lfn_for, parse_block_id
 from rawflow.payloads.rawformat import read_header, synthesize
 from rawflow.processing.jobs import JobStore
 from rawflow.processing.keepup import KeepupContext, collect_round, run_keepup_round, submit_round
-from rawflow.processing.planning import DQM, RAW2RTRAW, REC, JobPhase, RetryPolicy
+from rawflow.processing.planning import DQM, RAW2RTRAW, REC, JobPhase, RetryPolicy, attempt_key, job_key
 from rawflow.storage.gfal2_storage import Gfal2Storage
 
 pytestmark = pytest.mark.integration
@@ -181,6 +184,110 @@ def test_resubmission_after_a_crash_finds_the_job_by_key(setup: Setup, storage: 
     report = run_keepup_round(ctx, BLOCK, timeout=timedelta(minutes=4), poll_interval=1.0)
     assert not report.timed_out
     assert ctx.catalogue.children([raw.lfn]) == {raw.lfn: [derived_lfn(raw.lfn, DataType.RTRAW)]}
+
+
+def _operator(pool: CondorPool, action: str, backend_key: str, reason: str) -> int:
+    """condor_hold / condor_rm of one attempt's job from outside Rawflow, with the bindings as an operator's
+    script would: the number of jobs the schedd changed."""
+    import htcondor2
+
+    os.environ["CONDOR_CONFIG"] = str(pool.client_config_path)
+    htcondor2.reload_config()
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    result = schedd.act(getattr(htcondor2.JobAction, action), key_constraint([backend_key]), reason=reason)
+    return int(result["TotalSuccess"])
+
+
+def _schedd_jobs(pool: CondorPool, keys: list[str]) -> dict[str, list[int]]:
+    """Per attempt key the JobStatus of every HTCondor job carrying it, queue and history together: the
+    schedd's own record, without the backend's "latest job per key" reduction."""
+    import htcondor2
+
+    os.environ["CONDOR_CONFIG"] = str(pool.client_config_path)
+    htcondor2.reload_config()
+    schedd = htcondor2.Schedd(htcondor2.Collector().locate(htcondor2.DaemonType.Schedd))
+    constraint, projection = key_constraint(keys), [KEY_ATTR, "JobStatus"]
+    ads = list(schedd.query(constraint=constraint, projection=projection))
+    ads += list(schedd.history(constraint, projection, match=-1))
+    jobs: dict[str, list[int]] = {}
+    for ad in ads:
+        jobs.setdefault(str(ad[KEY_ATTR]), []).append(int(ad["JobStatus"]))
+    return {key: sorted(states) for key, states in jobs.items()}
+
+
+def _one_output_each(ctx: KeepupContext, raw: FileRecord) -> None:
+    """The file ends processed: one RTRAW registered for it, and one ESD for that, each by one job row."""
+    rtraw = derived_lfn(raw.lfn, DataType.RTRAW)
+    assert ctx.catalogue.children([raw.lfn]) == {raw.lfn: [rtraw]}
+    assert ctx.catalogue.children([rtraw]) == {rtraw: [derived_lfn(rtraw, DataType.ESD)]}
+    assert ctx.catalogue.query_files(Block=BLOCK, Type="RTRAW").count(rtraw) == 1
+    rows = [j for j in ctx.jobs.list_jobs(block_id=BLOCK) if j.inputs in ((raw.lfn,), (rtraw,))]
+    assert sorted((j.payload, j.state) for j in rows) == [(RAW2RTRAW, JobPhase.DONE), (REC, JobPhase.DONE)]
+
+
+def test_held_job_is_released_once_then_removed_and_resubmitted(
+    setup: Setup, storage: Gfal2Storage, pool: CondorPool
+) -> None:
+    ctx = setup.ctx
+    raw, _events = _raw_file(storage, ctx, 30, f"h{uuid.uuid4().hex[:6]}")
+    ctx.catalogue.register_files([raw], site=ctx.sites.tier0.name)
+    key = job_key(RAW2RTRAW, [raw.lfn])
+    first, second = attempt_key(key, 1), attempt_key(key, 2)
+    submit_round(ctx, BLOCK)
+    assert ctx.jobs.get([key])[key].backend_key == first
+
+    # The operator holds the job (idle or already running): the next round releases it, once.
+    assert _operator(pool, "Hold", first, "operator hold 1") == 1
+    report = collect_round(ctx, BLOCK)
+    record = ctx.jobs.get([key])[key]
+    assert report.released >= 1 and report.resubmitted == 0
+    assert (record.state, record.released, record.attempts) == (JobPhase.HELD, True, 1)
+    # The bindings' hold leaves HoldReason empty; the round records what HoldReasonCode says instead.
+    assert record.hold_reason == "by a user or an administrator (condor_hold, HoldReasonCode 1)"
+    assert ctx.backend.poll([first])[first].state in (JobState.QUEUED, JobState.RUNNING)  # released, not held
+
+    # Held again: no second release; the round removes it and submits a new attempt (a new key).
+    assert _operator(pool, "Hold", first, "operator hold 2") == 1
+    report = collect_round(ctx, BLOCK)
+    record = ctx.jobs.get([key])[key]
+    assert report.resubmitted >= 1
+    assert (record.released, record.attempts, record.failures, record.backend_key) == (False, 2, 0, second)
+    assert record.reason == "held: by a user or an administrator (condor_hold, HoldReasonCode 1)"
+    assert ctx.backend.poll([first])[first].state is JobState.REMOVED
+
+    report = run_keepup_round(ctx, BLOCK, timeout=timedelta(minutes=4), poll_interval=1.0)
+    assert not report.timed_out, report.to_dict()
+    _one_output_each(ctx, raw)
+    record = ctx.jobs.get([key])[key]
+    assert (record.state, record.attempts, record.failures) == (JobPhase.DONE, 2, 0)
+    # HTCondor ran one job per attempt key: the held one removed, its replacement completed.
+    assert _schedd_jobs(pool, [first, second]) == {first: [REMOVED], second: [COMPLETED]}
+
+
+def test_job_removed_behind_keepups_back_is_resubmitted(setup: Setup, storage: Gfal2Storage, pool: CondorPool) -> None:
+    ctx = setup.ctx
+    raw, _events = _raw_file(storage, ctx, 31, f"r{uuid.uuid4().hex[:6]}")
+    ctx.catalogue.register_files([raw], site=ctx.sites.tier0.name)
+    key = job_key(RAW2RTRAW, [raw.lfn])
+    first, second = attempt_key(key, 1), attempt_key(key, 2)
+    submit_round(ctx, BLOCK)
+    assert ctx.jobs.get([key])[key].backend_key == first
+
+    # condor_rm by an operator: the next round sees the job gone and submits a new attempt.
+    assert _operator(pool, "Remove", first, "operator condor_rm") == 1
+    report = collect_round(ctx, BLOCK)
+    record = ctx.jobs.get([key])[key]
+    assert report.resubmitted >= 1
+    assert (record.attempts, record.failures, record.backend_key) == (2, 0, second)
+    assert record.state in (JobPhase.QUEUED, JobPhase.RUNNING)
+    assert record.reason == "the job was removed from the batch system, not by Rawflow"
+
+    report = run_keepup_round(ctx, BLOCK, timeout=timedelta(minutes=4), poll_interval=1.0)
+    assert not report.timed_out, report.to_dict()
+    _one_output_each(ctx, raw)
+    record = ctx.jobs.get([key])[key]
+    assert (record.state, record.attempts, record.failures) == (JobPhase.DONE, 2, 0)
+    assert _schedd_jobs(pool, [first, second]) == {first: [REMOVED], second: [COMPLETED]}
 
 
 def test_pool_killed_mid_round_completes_with_one_job_per_key(

@@ -44,8 +44,14 @@ class Grid:
         return get_catalogue(str(self.state.values["catalogue_url"]))
 
     def announce(
-        self, day: date, count: int = FILES_PER_DAY, sizes: tuple[int, int] = (8 * 1024, 256 * 1024)
+        self,
+        day: date,
+        count: int = FILES_PER_DAY,
+        sizes: tuple[int, int] = (8 * 1024, 256 * 1024),
+        damaged: tuple[int, ...] = (),
     ) -> list[tuple[str, int]]:
+        """Write ``count`` RAW files of ``day`` into the Tier-0 and announce them on Kafka; the files at the
+        ``damaged`` indices are cut in half first (``Announcer.damaged``: announced consistently, malformed)."""
         from rawflow.announcer import Announcer
         from rawflow.kafka import KafkaSettings
         from rawflow.receiver import make_producer
@@ -53,8 +59,9 @@ class Grid:
 
         storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
         producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
-        announcer = Announcer(storage, self.sites.tier0, producer)
+        announcer = Announcer(storage, self.sites.tier0, producer, timezone=self.sites.timezone)
         files = announcer.make_files(count, day=day, sizes=sizes)
+        files = [Announcer.damaged(f) if i in damaged else f for i, f in enumerate(files)]
         announcer.write(files)
         announcer.announce(files)
         return [(f.lfn, f.size) for f in files]

@@ -1,5 +1,7 @@
 """Keep-up on the whole local grid: announced RAW files → receiver → block Asset event → rawflow_keepup (on a
-real HTCondor pool) → RTRAW and ESD registered once with lineage → rawflow_block_rtraw replicates RTRAW.
+real HTCondor pool) → RTRAW and ESD registered once with lineage → rawflow_block_rtraw replicates RTRAW. One
+RAW file of the day is damaged (announced consistently, truncated): its job fails, is retried and ends
+Problematic with the payload's reason while every other file is processed.
 
 Airflow runs as `airflow standalone` (rawflow.grid.stack.up, as `make demo` does), driven through its REST
 API; the grid's pool is reached through its ``rawflow_compute`` Connection, as in production.
@@ -14,9 +16,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from rawflow import demo
 from rawflow.catalogue.base import ReplicaState
 from rawflow.compute.base import JobState
 from rawflow.compute.htcondor_backend import KEY_ATTR, HTCondorBackend, key_constraint
@@ -24,10 +28,12 @@ from rawflow.errors import PermanentError
 from rawflow.grid import stack
 from rawflow.naming import DataType, block_id_for, derived_lfn
 from rawflow.processing.jobs import JobStore
-from rawflow.processing.planning import RAW2RTRAW, REC, JobPhase
+from rawflow.processing.planning import RAW2RTRAW, REC, JobPhase, job_key
 from tests.system.test_block_flow import Grid, _processes_of, _retry, _wait
 
-FILES = 6
+FILES = 6  # good RAW files of the first test's day; one damaged file is announced among them
+DAMAGED_DAYS_AGO = 2  # the first test's day, which holds the damaged file
+MAX_FAILURES = 3  # rawflow_keepup_max_failures (default)
 KEEPUP = "rawflow_keepup"
 RAW_DAG = "rawflow_block_raw"
 RTRAW_DAG = "rawflow_block_rtraw"
@@ -63,23 +69,51 @@ def _asset_run_made_or_queued(grid: Grid) -> bool:
     return bool(queued and queued.get("total_entries"))
 
 
-def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid: Grid) -> None:
-    day = datetime.now(UTC).date() - timedelta(days=2)
-    block_id = block_id_for(day)
-    files = grid.announce(day, count=FILES, sizes=(16 * 1024, 64 * 1024))
-    raws = sorted(lfn for lfn, _ in files)
-    grid.wait_registered(day, FILES)
+def _damaged_block() -> str:
+    return block_id_for(datetime.now(UTC).date() - timedelta(days=DAMAGED_DAYS_AGO))
 
-    # The receiver's block Asset event (or the periodic catch-up) starts keep-up: no manual trigger.
-    deadline = time.monotonic() + 180
+
+def _assert_completed_but_for_the_damaged_day(grid: Grid, run_id: str) -> dict[str, str]:
+    """A finished keep-up run succeeded with every task, except that a run also covering the damaged file's day
+    fails its raw2rtraw task on that file's Problematic job, at once (no task retry), while rec and dqm still
+    run (the run's state follows its last task, dqm: success). Returns task → state."""
+    [run] = [r for r in grid.api.runs(KEEPUP) if r["dag_run_id"] == run_id]
+    tis = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in grid.api.task_instances(KEEPUP, run_id)}
+    expected = dict.fromkeys(("blocks", "raw2rtraw", "rec", "dqm"), "success")
+    if tis.get("raw2rtraw", ("", 0))[0] == "failed":
+        assert tis["raw2rtraw"][1] == 1, (run_id, tis)
+        assert _damaged_block() in grid.api.xcom(KEEPUP, run_id, "blocks"), run_id
+        expected["raw2rtraw"] = "failed"
+    states = {task: state for task, (state, _) in tis.items()}
+    assert (run["state"], states) == ("success", expected), (run_id, run["state"], tis)
+    return states
+
+
+def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid: Grid) -> None:
+    day = datetime.now(UTC).date() - timedelta(days=DAMAGED_DAYS_AGO)
+    block_id = block_id_for(day)
+    files = grid.announce(day, count=FILES + 1, sizes=(16 * 1024, 64 * 1024), damaged=(FILES // 2,))
+    bad = files[FILES // 2][0]
+    raws = sorted(lfn for lfn, _ in files if lfn != bad)
+    grid.wait_registered(day, FILES + 1)  # the damaged file is consistent: registered like the others
+
+    # The receiver's block Asset event (or the periodic catch-up) starts keep-up: no manual trigger. The damaged
+    # file's job fails, is retried (backoff 1 s) and ends Problematic; the others get RTRAW and ESD meanwhile.
+    deadline = time.monotonic() + 240
     catalogue = grid.catalogue()
+    store = JobStore(str(grid.state.values["catalogue_url"]))
+    bad_key = job_key(RAW2RTRAW, [bad])
     try:
         while True:
             missing = catalogue.files_without_children(DataType.RTRAW, block_id, DataType.ESD)
             rtraw = catalogue.query_files(Block=block_id, Type="RTRAW")
-            if len(rtraw) == FILES and not missing:
+            bad_job = store.get([bad_key]).get(bad_key)
+            gave_up = bad_job is not None and bad_job.state is JobPhase.PROBLEMATIC
+            if len(rtraw) == FILES and not missing and gave_up:
                 break
-            assert time.monotonic() < deadline, f"keep-up: {len(rtraw)}/{FILES} RTRAW, {len(missing)} without ESD"
+            assert time.monotonic() < deadline, (
+                f"keep-up: {len(rtraw)}/{FILES} RTRAW, {len(missing)} without ESD, damaged file's job: {bad_job}"
+            )
             time.sleep(2)
         # The registrations' Asset events make a run of their own. With max_active_runs=1 the scheduler
         # creates it only when no run is active: it may wait behind the periodic catch-up run (which can be
@@ -90,8 +124,15 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
             assert time.monotonic() < deadline, grid.api.runs(KEEPUP)
             time.sleep(2)
 
-        # Lineage both ways, one output per input, metadata from the RAW file.
-        assert catalogue.children(raws, DataType.RTRAW) == {lfn: [derived_lfn(lfn, DataType.RTRAW)] for lfn in raws}
+        # The damaged file: failed, retried, Problematic with the payload's one-line reason; nothing derived.
+        assert bad_job is not None
+        assert (bad_job.failures, bad_job.attempts, bad_job.exit_code) == (MAX_FAILURES, MAX_FAILURES, 3), bad_job
+        assert (bad_job.reason or "").startswith(f"failed {MAX_FAILURES} times, last: exit code 3: "), bad_job.reason
+        assert f"raw2rtraw: {Path(bad).name}: truncated" in (bad_job.reason or ""), bad_job.reason
+        # Lineage both ways, one output per good input, metadata from the RAW file.
+        assert catalogue.children([*raws, bad], DataType.RTRAW) == {
+            lfn: [derived_lfn(lfn, DataType.RTRAW)] for lfn in raws
+        }
         rtraws = [derived_lfn(lfn, DataType.RTRAW) for lfn in raws]
         esds = [derived_lfn(lfn, DataType.ESD) for lfn in rtraws]
         assert catalogue.parents(esds) == {esd: [rt] for esd, rt in zip(esds, rtraws, strict=True)}
@@ -105,16 +146,14 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
                 block_id,
             )
 
-        # Event counts equal the RAW's, every job done once (no key submitted twice).
-        store = JobStore(str(grid.state.values["catalogue_url"]))
+        # Event counts equal the RAW's, every good file's job done once (no key submitted twice).
         jobs = store.list_jobs(block_id=block_id)
         by_input = {(j.payload, j.inputs[0]): j for j in jobs if j.payload in (RAW2RTRAW, REC)}
-        assert len(by_input) == 2 * FILES
+        assert len(by_input) == 2 * FILES + 1 and by_input[RAW2RTRAW, bad].key == bad_key
         for raw, rt in zip(raws, rtraws, strict=True):
             convert, reconstruct = by_input[RAW2RTRAW, raw], by_input[REC, rt]
             assert convert.state is JobPhase.DONE and reconstruct.state is JobPhase.DONE
             assert convert.attempts == 1 and convert.events and convert.events == reconstruct.events
-        store.close()
 
         # The day's RAW, RTRAW and ESD blocks replicate at once, each through its block DAG by its own policy.
         # A derived block closes only after its parent (RAW → RTRAW → ESD) once keep-up owes it nothing.
@@ -130,6 +169,9 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
         assert {dag_id: [r["state"] for r in found] for dag_id, found in runs.items()} == {
             dag_id: ["success"] for dag_id in backfills
         }
+        # What `make demo` waits for and prints, here over the day the block DAGs just finished.
+        for kind, count in ((DataType.RAW, FILES + 1), (DataType.RTRAW, FILES), (DataType.ESD, FILES)):
+            assert demo.wait_processed(grid.state, block_id, 30, kind, expected=count), kind
         blocks = {kind: catalogue.get_block(kind, block_id) for kind in (DataType.RAW, DataType.RTRAW, DataType.ESD)}
         closed_at = {kind: block.closed_at for kind, block in blocks.items() if block is not None}
         assert len(closed_at) == 3 and all(closed_at.values()), blocks
@@ -167,15 +209,21 @@ def test_announced_day_is_converted_reconstructed_registered_and_replicated(grid
         row = rows[f"ESD-{block_id}"]
         assert sorted(row["sites"]) == ["CNAF-STORM", "IN2P3-DCACHE"], row
         assert row["status"] == "Processed", row
-    finally:
-        catalogue.close()
 
-    # Re-running the keep-up over the processed day submits nothing.
-    run_id = grid.api.trigger(KEEPUP, logical_date=None, conf={"blocks": [block_id]})
-    assert grid.api.wait_runs(KEEPUP, [run_id], timeout=180)[run_id] == "success"
-    for task_id in ("raw2rtraw", "rec", "dqm"):
-        result = grid.api.xcom(KEEPUP, run_id, task_id)
-        assert result[block_id]["submitted"] == {}, (task_id, result)
+        # Re-running the keep-up over the processed day submits nothing: raw2rtraw fails at once on the
+        # Problematic file (no task retry), rec and dqm find nothing to do (the run succeeds with dqm), the jobs
+        # table is unchanged.
+        before = {(j.key, j.state, j.attempts) for j in store.list_jobs(block_id=block_id)}
+        run_id = grid.api.trigger(KEEPUP, logical_date=None, conf={"blocks": [block_id]})
+        grid.api.wait_runs(KEEPUP, [run_id], timeout=180)
+        assert _assert_completed_but_for_the_damaged_day(grid, run_id)["raw2rtraw"] == "failed"
+        for task_id in ("rec", "dqm"):
+            result = grid.api.xcom(KEEPUP, run_id, task_id)
+            assert result[block_id]["submitted"] == {}, (task_id, result)
+        assert {(j.key, j.state, j.attempts) for j in store.list_jobs(block_id=block_id)} == before
+    finally:
+        store.close()
+        catalogue.close()
 
 
 # Files of 256-512 KiB (the first test's are 16-64 KiB) keep the jobs running long enough to be caught; 12 of
@@ -247,14 +295,16 @@ def test_triggerer_killed_while_keepup_jobs_run_run_completes_nothing_submitted_
 
         # The replacement triggerer takes the wait over: the run completes without the dead one.
         run_id = caught["run_id"]
-        assert grid.api.wait_runs(KEEPUP, [run_id], timeout=360)[run_id] == "success"
-        print(f"drill: run {run_id} succeeded {time.monotonic() - killed_at:.0f}s after the kill")
+        grid.api.wait_runs(KEEPUP, [run_id], timeout=360)
+        _assert_completed_but_for_the_damaged_day(grid, run_id)
+        print(f"drill: run {run_id} completed {time.monotonic() - killed_at:.0f}s after the kill")
         # Runs queued behind it (later registrations' Asset events) finish too, with nothing to do.
         deadline = time.monotonic() + 180
         while pending := [r for r in grid.api.runs(KEEPUP) if r.get("state") in ("queued", "running")]:
             assert time.monotonic() < deadline, pending
             time.sleep(2)
-        assert {r["dag_run_id"]: r["state"] for r in grid.api.runs(KEEPUP) if r["state"] != "success"} == {}
+        for run in grid.api.runs(KEEPUP):
+            _assert_completed_but_for_the_damaged_day(grid, run["dag_run_id"])
 
         # Every RAW file has exactly one RTRAW child, and it exactly one ESD child; each registered once.
         rtraws = [derived_lfn(lfn, DataType.RTRAW) for lfn in raws]

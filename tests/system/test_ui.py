@@ -70,7 +70,7 @@ class UiGrid:
 
         storage = get_storage("gfal2", bearer_token=self.state.secrets()["storage_token"])
         producer = make_producer(KafkaSettings(bootstrap=str(self.state.values["kafka_bootstrap"])))
-        announcer = Announcer(storage, self.sites.tier0, producer)
+        announcer = Announcer(storage, self.sites.tier0, producer, timezone=self.sites.timezone)
         files = announcer.make_files(count, day=day, sizes=(8 * 1024, 64 * 1024))
         announcer.write(files)
         announcer.announce(files)

@@ -130,3 +130,73 @@ def test_the_folder_check_of_a_missing_or_unreadable_folder(tmp_path: Path, monk
     checked = check_campaign_folder(tmp_path)
     assert checked.campaigns == ()
     assert checked.errors == (f"{tmp_path}: <folder>=None: cannot list: Permission denied",)
+
+
+@pytest.fixture
+def no_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No $RAWFLOW_SITES and no local grid: the policy in force is config/sites.yaml, as for the CLI."""
+    monkeypatch.delenv("RAWFLOW_SITES", raising=False)
+    monkeypatch.setenv("RAWFLOW_VAR", str(tmp_path / "no-grid"))
+
+
+def test_the_folder_check_rejects_unknown_sites_with_the_cli_s_line(
+    tmp_path: Path, no_grid: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rawflow.cli import main as cli
+
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "a.yaml")
+    _campaign(folder, "b.yaml", "two", old="site: CNAF-STORM", new="site: NOWHERE-SE")
+    _campaign(folder, "c.yaml", "three", old="[CNAF-STORM, IN2P3-DCACHE]", new="[CNAF-STORM, CNAF-STROM]")
+    checked = check_campaign_folder(folder)
+    assert [(p.name, c.name) for p, c in checked.campaigns] == [("a.yaml", "rerec-2026-11")]
+    known = "CNAF-STORM, IHEP-EOS, IHEP-TAPE, IN2P3-DCACHE, JINR-EOS"
+    assert checked.errors == (
+        f"{folder / 'b.yaml'}: input.site='NOWHERE-SE': unknown site (known: {known})",
+        f"{folder / 'c.yaml'}: output.destinations[1]='CNAF-STROM': unknown site (known: {known})",
+    )
+    # `rawflow campaign check` prints the same lines (and exits 2).
+    capsys.readouterr()
+    assert cli(["campaign", "check", str(folder / "a.yaml"), str(folder / "b.yaml"), str(folder / "c.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"rawflow: {line}" for line in checked.errors]
+
+
+def test_the_folder_check_uses_the_policy_in_force(
+    tmp_path: Path, no_grid: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from rawflow.sites import default_sites_path
+
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    shutil.copy(EXAMPLE, folder / "a.yaml")
+    # A policy without IN2P3 ($RAWFLOW_SITES, as the CLI reads it): a's destination is unknown there.
+    raw = yaml.safe_load(default_sites_path().read_text())
+    del raw["sites"]["IN2P3-DCACHE"]
+    for policy in (raw.get("policies") or {}).values():
+        for key in ("shares", "sites"):
+            if isinstance(policy, dict) and isinstance(policy.get(key), dict):
+                policy[key].pop("IN2P3-DCACHE", None)
+    smaller = tmp_path / "sites.yaml"
+    smaller.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("RAWFLOW_SITES", str(smaller))
+    [line] = check_campaign_folder(folder).errors
+    assert line.startswith(f"{folder / 'a.yaml'}: output.destinations[1]='IN2P3-DCACHE': unknown site")
+    # An explicit policy wins over the environment, as --sites does for the CLI.
+    assert check_campaign_folder(folder, sites=ROOT / "config" / "sites.yaml").errors == ()
+
+    # A policy that cannot be read: no file's sites can be checked, so none gets a DAG; one line each.
+    monkeypatch.setenv("RAWFLOW_SITES", str(tmp_path / "absent.yaml"))
+    _campaign(folder, "b.yaml", "two")
+    checked = check_campaign_folder(folder)
+    assert checked.campaigns == ()
+    assert [line.split(": <sites>=None: ")[0] for line in checked.errors] == [
+        str(folder / "a.yaml"),
+        str(folder / "b.yaml"),
+    ]
+    assert all(f"site names not checked: cannot read {tmp_path / 'absent.yaml'}: " in e for e in checked.errors)
+    assert all(len(line.splitlines()) == 1 for line in checked.errors)
+    # An empty folder reads no policy at all.
+    assert check_campaign_folder(tmp_path / "empty").errors == ()

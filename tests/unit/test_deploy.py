@@ -40,6 +40,7 @@ def test_helm_values_run_rawflow_image_on_celery() -> None:
     env = {e["name"]: e["value"] for e in values["env"]}
     assert env["RAWFLOW_SITES"] == "/opt/rawflow/config/sites.yaml"  # where the Dockerfile puts the policy
     assert "ENV RAWFLOW_SITES=/opt/rawflow/config/sites.yaml" in (DEPLOY.parent / "Dockerfile").read_text()
+    assert env["RAWFLOW_CAMPAIGNS_DIR"] == "/opt/rawflow/config/campaigns"
     assert values["dags"]["gitSync"]["enabled"] is False  # DAGs come from the image
     # The site-queue routing policy (plugins/rawflow_airflow/policies.py) is installed as the local settings.
     assert "from rawflow_airflow.policies import task_instance_mutation_hook" in values["airflowLocalSettings"]
@@ -76,3 +77,20 @@ def test_systemd_environment_example_names_celery_and_postgres() -> None:
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql")
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith(("redis://", "amqp://"))
+
+
+def test_image_points_the_campaign_dags_at_the_steering_files_it_copies() -> None:
+    """The DAGs sit in /opt/airflow/dags, so their default folder (config/campaigns next to dags/) is not in the
+    image: RAWFLOW_CAMPAIGNS_DIR names where the image copies config/, and the repository has the folder."""
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text().splitlines()
+    env = dict(line.removeprefix("ENV ").split("=", 1) for line in dockerfile if line.startswith("ENV "))
+    copies = {
+        parts[-2]: parts[-1]
+        for parts in (line.split() for line in dockerfile if line.startswith("COPY "))
+        if len(parts) >= 3
+    }
+    assert copies["config"] == "/opt/rawflow/config" and copies["dags"] == "/opt/airflow/dags"
+    assert env["RAWFLOW_CAMPAIGNS_DIR"] == "/opt/rawflow/config/campaigns"
+    assert env["RAWFLOW_SITES"] == "/opt/rawflow/config/sites.yaml"
+    # What the image copies there: the repository's campaigns folder, with its steering files.
+    assert sorted(p.name for p in (DEPLOY.parent / "config" / "campaigns").glob("*.yaml"))

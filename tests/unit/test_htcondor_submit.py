@@ -126,6 +126,11 @@ def test_status_and_outcome_of_ads() -> None:
         None,
     )
     assert job_status("k", None).state is JobState.MISSING
+    # A hold through the bindings (an operator's script) leaves HoldReason empty: the code says who held it.
+    by_hand = {**held, "HoldReason": "", "HoldReasonCode": 1}
+    assert job_status("k", by_hand).hold_reason == "by a user or an administrator (condor_hold, HoldReasonCode 1)"
+    assert job_status("k", {**held, "HoldReason": "", "HoldReasonCode": 13}).hold_reason == "HoldReasonCode 13"
+    assert job_status("k", {**held, "JobStatus": 2, "HoldReasonCode": 1}).hold_reason is None  # running again
     report = {"outputs": [{"url": "root://x//f", "size": 1, "adler32": "00000001", "events": 0}]}
     failed = {
         "ClusterId": 3,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
+from unittest.mock import ANY
+
+import pytest
 
 from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
 
@@ -65,3 +69,58 @@ def test_keepup_dag_is_batched_and_data_driven() -> None:
     assert sorted(dag.task_ids) == ["blocks", "dqm", "raw2rtraw", "rec"]
     assert [t.task_id for t in dag.get_task("raw2rtraw").downstream_list] == ["rec"]
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+
+
+def test_problematic_files_fail_the_stage_at_once_without_task_retries(monkeypatch: Any) -> None:
+    # A task retry cannot help a Problematic file (its jobs were retried already; `rawflow jobs retry` starts
+    # them again) and would hold the next stage (trigger_rule all_done) back for the whole retry schedule.
+    from airflow.sdk.exceptions import AirflowFailException
+
+    import rawflow.processing.keepup as keepup
+    from rawflow.processing.keepup import RoundReport
+    from rawflow_airflow.operators.keepup import KeepupOperator, KeepupProblematic
+
+    class Context:
+        stages = ("raw2rtraw",)
+        catalogue = backend = jobs = None
+
+        def active_jobs(self, block_id: str) -> list[Any]:
+            return []
+
+    op = KeepupOperator(task_id="raw2rtraw", block_ids=["20261102"], stages=["raw2rtraw"], retries=3)
+    reason = "failed 3 times, last: exit code 3: raw2rtraw: x.dat: truncated in event 4"
+    monkeypatch.setattr(op, "_context", Context)
+    run_started = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    during, before = run_started + timedelta(minutes=5), run_started - timedelta(days=1)
+    problematic = [("raw2rtraw-v1-abc", reason, during), ("raw2rtraw-v1-old", "older reason", before)]
+    monkeypatch.setattr(op, "_problematic", lambda: problematic)
+    monkeypatch.setattr(keepup, "submit_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    monkeypatch.setattr(keepup, "collect_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    context = {"dag_run": SimpleNamespace(start_date=run_started)}
+    with pytest.raises(KeepupProblematic, match=r"1 job\(s\) Problematic.*truncated in event 4") as raised:
+        op.execute(context)
+    assert isinstance(raised.value, AirflowFailException)
+    assert "older reason" not in str(raised.value)
+
+
+def test_a_file_problematic_since_an_earlier_run_does_not_fail_later_catch_up_runs(monkeypatch: Any) -> None:
+    # The run that saw it end Problematic failed; the catch-up runs every 30 min over the same days stay green
+    # (the file stays listed by `rawflow jobs list`, the Processing page and the alerts until it is retried).
+    import rawflow.processing.keepup as keepup
+    from rawflow.processing.keepup import RoundReport
+    from rawflow_airflow.operators.keepup import KeepupOperator
+
+    class Context:
+        stages = ("raw2rtraw",)
+        catalogue = backend = jobs = None
+
+        def active_jobs(self, block_id: str) -> list[Any]:
+            return []
+
+    op = KeepupOperator(task_id="raw2rtraw", block_ids=["20261102"], stages=["raw2rtraw"])
+    run_started = datetime(2026, 12, 3, 10, 0)  # naive, as SQLite returns it: UTC
+    monkeypatch.setattr(op, "_context", Context)
+    monkeypatch.setattr(op, "_problematic", lambda: [("raw2rtraw-v1-old", "r", datetime(2026, 12, 2, 9, 0))])
+    monkeypatch.setattr(keepup, "submit_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    monkeypatch.setattr(keepup, "collect_round", lambda ctx, block_id: RoundReport(block_id=block_id))
+    assert op.execute({"dag_run": SimpleNamespace(start_date=run_started)}) == {"20261102": ANY}

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar, runtime_checkable
 
 from rawflow.errors import InvalidNameError, PermanentError
-from rawflow.naming import EXPERIMENT, DataType, block_name, dataset_name, parse_block_id
+from rawflow.naming import EXPERIMENT, TYPE_DIRECTORIES, DataType, block_name, dataset_name, parse_block_id
 
 METADATA_KEYS = ("Block", "Type", "Run", "Stream")
 """The keys ``query_files`` understands: the receiving day, the data type, the run number and the stream."""
@@ -215,7 +215,7 @@ def as_utc(value: datetime) -> datetime:
 # A user analysis's outputs live in the user's area: /juno/user/<user>/<analysis>/<type>/YYYY/mmdd/<file>.
 _LFN_SHAPE = re.compile(
     rf"/{EXPERIMENT}/(?:user/(?P<user>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})/(?P<analysis>[A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})/)?"
-    r"(?P<dir>raw|rtraw|esd)/(?P<year>[0-9]{4})/(?P<mmdd>[0-9]{4})/"
+    rf"(?P<dir>{TYPE_DIRECTORIES})/(?P<year>[0-9]{{4}})/(?P<mmdd>[0-9]{{4}})/"
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,254})"
 )
 
@@ -231,7 +231,7 @@ def validate_files(files: Sequence[FileRecord], max_lfn_length: int) -> None:
             raise InvalidNameError(
                 "LFN",
                 record.lfn,
-                f"expected /{EXPERIMENT}/[user/<user>/<analysis>/]<raw|rtraw|esd>/YYYY/mmdd/<file name>",
+                f"expected /{EXPERIMENT}/[user/<user>/<analysis>/]<{TYPE_DIRECTORIES}>/YYYY/mmdd/<file name>",
             )
         if len(record.lfn) > max_lfn_length:
             raise InvalidNameError("LFN", record.lfn, f"longer than this catalogue's limit of {max_lfn_length}")

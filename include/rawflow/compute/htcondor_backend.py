@@ -47,12 +47,14 @@ STATUS_ATTRS = (
     "ExitBySignal",
     "ExitSignal",
     "HoldReason",
+    "HoldReasonCode",
     "RemoveReason",
 )
 TAIL_LIMIT = 4096
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
+HOLD_BY_USER = 1  # HoldReasonCode of condor_hold (or the bindings' JobAction.Hold)
 
 
 def check_key(key: str) -> str:
@@ -184,6 +186,20 @@ def latest_by_key(ads: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, An
     return chosen
 
 
+def hold_reason(ad: Mapping[str, Any]) -> str | None:
+    """Why a held job is held (pure): its HoldReason, else what its HoldReasonCode says (a hold through the
+    bindings' JobAction.Hold leaves HoldReason empty, with code 1)."""
+    text = str(ad.get("HoldReason") or "").strip()
+    if text:
+        return text
+    code = ad.get("HoldReasonCode")
+    if code is None:
+        return None
+    if int(code) == HOLD_BY_USER:
+        return f"by a user or an administrator (condor_hold, HoldReasonCode {HOLD_BY_USER})"
+    return f"HoldReasonCode {int(code)}"
+
+
 def job_status(key: str, ad: Mapping[str, Any] | None) -> JobStatus:
     if ad is None:
         return JobStatus(key=key, backend_id=None, state=JobState.MISSING)
@@ -193,7 +209,7 @@ def job_status(key: str, ad: Mapping[str, Any] | None) -> JobStatus:
         key=key,
         backend_id=backend_id(ad),
         state=state,
-        hold_reason=str(ad["HoldReason"]) if state is JobState.HELD and ad.get("HoldReason") else None,
+        hold_reason=hold_reason(ad) if state is JobState.HELD else None,
         exit_code=int(exit_code) if exit_code is not None else None,
     )
 
@@ -419,6 +435,7 @@ __all__ = [
     "HTCondorBackend",
     "check_key",
     "classad_string",
+    "hold_reason",
     "item_data",
     "job_outcome",
     "job_state",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any, Protocol
 
-from rawflow.catalogue.base import BlockClosedError, BlockRecord
+from rawflow.catalogue.base import BlockClosedError, BlockRecord, utc_now
 from rawflow.errors import TransientError
-from rawflow.naming import DataType, block_id_for, block_name
+from rawflow.naming import DataType, block_id_for, block_name, receiving_day
 from rawflow.receiver import Reconciler, ReconcileReport
 
 __all__ = ["ReconcileReport", "ReconcileRun", "Reconciler", "blocks_to_reconcile", "reconcile_blocks", "report_dict"]
@@ -37,9 +37,11 @@ def blocks_to_reconcile(
     *,
     today: date | None = None,
     recent_days: int = 1,
+    timezone: str = "UTC",
 ) -> list[tuple[DataType, str]]:
-    """Every open block of ``data_types``, plus today's and the ``recent_days`` days before unless closed."""
-    today = today or datetime.now(UTC).date()
+    """Every open block of ``data_types``, plus today's and the ``recent_days`` days before unless closed;
+    "today" is the receiving day now in ``timezone`` (the site policy's)."""
+    today = today or receiving_day(utc_now(), timezone)
     wanted: set[tuple[DataType, str]] = set()
     for data_type in data_types:
         wanted |= {(data_type, b.block_id) for b in catalogue.list_blocks(data_type, is_open=True)}

@@ -28,6 +28,10 @@ class MalformedInput(Exception):
         self.reason = reason
 
 
+class ParameterError(ValueError):
+    """A payload parameter that is missing or not usable (exit 2: the job description is wrong, not the input)."""
+
+
 class OutputCheckError(RuntimeError):
     """The payload's own output did not read back as written (exit 1: not the input's fault)."""
 

@@ -1,4 +1,4 @@
-"""RTRAW → ESD: per-event reconstructed quantities in a ROOT file.
+"""RTRAW → ESD: per-event reconstructed quantities in a ROOT file (also CALIB → ESD: the MC chain's last step).
 
 Per event: total charge (p.e.), number of hits, charge-weighted mean hit time (ns), the charge centre
 ``cc_x/cc_y/cc_z`` (m) and the vertex ``x/y/z`` (m). For light emitted isotropically from a point inside a
@@ -25,7 +25,7 @@ from rawflow.payloads import PAYLOAD_VERSION
 from rawflow.payloads.errors import InputError, OutputCheckError, checked
 from rawflow.payloads.raw2rtraw import EVENTS_TREE, HEADER_TREE, count_rtraw
 from rawflow.payloads.rawformat import N_PMTS, pmt_positions
-from rawflow.payloads.rootio import describe, open_root, root_time, write_root
+from rawflow.payloads.rootio import describe, open_root, reading, root_time, write_root
 
 ESD_TREE = "esd"
 CHARGE_CENTRE_SCALE = 1.5
@@ -33,10 +33,23 @@ HEADER_BRANCHES = ("run", "sequence", "start_time_ns", "event_count", "format_ve
 
 
 def read_rtraw(path: Path) -> tuple[dict[str, Any], str, dict[str, npt.NDArray[Any]]]:
-    """(header, stream, columns) of an RTRAW file; columns hold flat hits and ``nhit`` per event."""
+    """(header, stream, columns) of an RTRAW file — or of a CALIB file, the MC chain's calibrated hits in the
+    same layout, whose header's content checksum is checked too; columns hold flat hits and ``nhit`` per
+    event."""
+    with reading():
+        return _read_rtraw(path)
+
+
+def _read_rtraw(path: Path) -> tuple[dict[str, Any], str, dict[str, npt.NDArray[Any]]]:
     count_rtraw(path)
     with open_root(path, (HEADER_TREE, EVENTS_TREE, "stream")) as file:
+        missing = [name for name in HEADER_BRANCHES if name not in file[HEADER_TREE]]
+        if missing:
+            raise InputError(f"not an RTRAW or CALIB file: the header has no {', '.join(missing)}")
         header = {name: file[HEADER_TREE][name].array(library="np") for name in HEADER_BRANCHES}
+        stored_checksum = (
+            int(file[HEADER_TREE]["checksum"].array(library="np")[0]) if "checksum" in file[HEADER_TREE] else None
+        )
         stream = str(file["stream"])
         tree = file[EVENTS_TREE]
         columns = {name: tree[name].array(library="np") for name in ("event_number", "timestamp_ns", "trigger_type")}
@@ -45,6 +58,12 @@ def read_rtraw(path: Path) -> tuple[dict[str, Any], str, dict[str, npt.NDArray[A
             columns[name] = ak.to_numpy(ak.flatten(tree[name].array(library="ak")))
     if len(columns["hit_pmt"]) and int(columns["hit_pmt"].max()) >= N_PMTS:
         raise InputError(f"PMT id {int(columns['hit_pmt'].max())} out of range (0..{N_PMTS - 1})")
+    if stored_checksum is not None:  # a CALIB file (cal): its events must be the ones it was written with
+        from rawflow.payloads.cal import checksum
+
+        actual = checksum(columns)
+        if actual != stored_checksum:
+            raise InputError(f"checksum mismatch: header says {stored_checksum:08x}, the events give {actual:08x}")
     return header, stream, columns
 
 

@@ -143,6 +143,18 @@ def open_root(path: Path, trees: tuple[str, ...]) -> Any:
     return file
 
 
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """Around reading an opened ROOT file's content: uproot's errors there (a file cut short after its
+    directory, a damaged basket) are the input's fault, one InputError line (a missing file stays an error)."""
+    try:
+        yield
+    except (InputError, FileNotFoundError):
+        raise
+    except Exception as error:
+        raise InputError(f"not a readable ROOT file ({type(error).__name__}: {_one_line(error)})") from None
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text[:200] + ("…" if len(text) > 200 else "")

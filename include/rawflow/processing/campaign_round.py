@@ -9,6 +9,14 @@ second DAG run never submits the same work twice, and adding a day to the range 
 Outputs are named after their input with the campaign in the file tag (:func:`campaign_output_lfn`), so a
 re-reconstruction never collides with keep-up's own ESD, and are registered at the Tier-0 with lineage; their
 data type's block DAG replicates them to the sites of its policy.
+
+Multi-step chains: step k reads the registered outputs of step k-1's done jobs in the same block, once step k-1
+is settled there (every one of its jobs done or Problematic), so its groups are whole; a file already read by
+one of step k's jobs is never grouped again (a retried job's late output makes its own group), and step k's
+outputs keep their input's name with the step's type (:func:`step_output_lfn`). An MC campaign's first step is
+a generator (``detsim``): ``mc.jobs`` sub-jobs (× each combination of a parameter splitter) in the block of
+``mc.day``, each with the seed :func:`mc_seed` of the campaign and its key, writing :func:`mc_output_lfn`;
+their outputs are registered without parents and every later step's with lineage to its input.
 """
 
 from __future__ import annotations
@@ -19,33 +27,38 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from rawflow.catalogue.base import BlockRecord, Catalogue, ReplicaState
 from rawflow.errors import ConfigError
-from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn, user_area, user_lfn
+from rawflow.naming import DataType, RawFileName, lfn_for, parse_lfn, split_user_lfn, user_area, user_lfn
 from rawflow.planning import plan_block as plan_replication
 from rawflow.processing.campaigns import (
     Campaign,
     CampaignError,
     Splitter,
     Step,
+    SubJob,
     campaign_files,
+    generator_jobs,
     load_campaign,
     split,
 )
 from rawflow.processing.jobs import JobRecord, JobStore
 from rawflow.processing.keepup import KeepupContext, RoundReport, run_keepup_round
-from rawflow.processing.planning import PAYLOAD_VERSIONS, STAGE_TYPES, JobPhase, PlannedJob
+from rawflow.processing.planning import GENERATORS, PAYLOAD_VERSIONS, STAGE_TYPES, JobPhase, PlannedJob
 from rawflow.replication import replicate_chunk, validate_chunk
 from rawflow.sites import SitesConfig
 from rawflow.transfer.base import Transfertool
 from rawflow.validation import SiteProgress, block_progress
 
-ONE_TO_ONE = ("raw2rtraw", "rec")
+ONE_TO_ONE = ("raw2rtraw", "rec", "elecsim", "cal")
+RUNNABLE = (*ONE_TO_ONE, *GENERATORS)
+SETTLED = (JobPhase.DONE, JobPhase.PROBLEMATIC)
+MC_DAQ, MC_STREAM_TYPE, MC_DEFAULT_GENERATOR = "JUNO", "MC", "ibd"
 
 
 def campaign_key_prefix(campaign: Campaign) -> str:
@@ -89,6 +102,51 @@ def campaign_output_lfn(
     return user_lfn(user, campaign, standard) if user else standard
 
 
+def step_output_lfn(lfn: str, data_type: DataType) -> str:
+    """The output of a later step of a chain (pure): its input (already the campaign's own file, in the user's
+    area for an analysis) with the step's type — the same day, the same seven fields, the type's directory
+    and extension."""
+    user, analysis, standard = split_user_lfn(lfn)
+    parsed = parse_lfn(standard)
+    stem = parsed.file.name[: -len(parsed.data_type.extension)]
+    made = lfn_for(data_type, parsed.received, stem + data_type.extension)
+    return user_lfn(user, analysis, made) if user and analysis else made
+
+
+def _token(text: str, default: str) -> str:
+    token = re.sub(r"[^A-Za-z0-9_-]", "-", text)
+    return token if token[:1].isalnum() else default
+
+
+def mc_output_lfn(campaign: Campaign, step: Step, number: int, parameters: Mapping[str, Any] | None = None) -> str:
+    """The file generator sub-job ``number`` of an MC campaign writes (pure): ``JUNO.<run>.MC.<generator>.
+    <campaign>[_p<combination>].<day>000000.<number + 1>.<ext>`` in the directory of ``mc.day``."""
+    assert campaign.mc is not None
+    combo = dict(parameters or {})
+    generator = str(combo.get("generator", step.parameters.get("generator", MC_DEFAULT_GENERATOR)))
+    extra = parameters_tag(combo)
+    output_type = STAGE_TYPES[step.payload][1]
+    assert output_type is not None
+    day = campaign.mc.day
+    name = RawFileName.build(
+        daq=MC_DAQ,
+        run_number=campaign.mc.run,
+        stream_type=MC_STREAM_TYPE,
+        stream_name=_token(generator, "sim"),
+        file_tag=_token(campaign.name + (f"_{extra}" if extra else ""), "mc"),
+        file_time=datetime(day.year, day.month, day.day),
+        file_sequence=number + 1,
+        data_type=output_type,
+    ).name
+    return lfn_for(output_type, day, name)
+
+
+def mc_seed(campaign: str, key: str) -> int:
+    """A generator sub-job's seed (pure): from the campaign and the job key, so a resubmission (a retry, a
+    re-run) generates the same events, and no two sub-jobs share one. 63 bits."""
+    return int.from_bytes(hashlib.sha256(f"{campaign}\n{key}".encode()).digest()[:8], "big") >> 1
+
+
 def output_user(campaign: Campaign) -> str | None:
     """Whose area the campaign writes into: the user of an analysis; None for production."""
     return campaign.user if campaign.kind == "analysis" and campaign.user else None
@@ -128,37 +186,105 @@ def step_campaign(campaign: Campaign, index: int) -> Campaign:
 def plan_campaign_block(ctx: KeepupContext, campaign: Campaign, block_id: str) -> list[PlannedJob]:
     """Every sub-job the campaign has for ``block_id`` now (pure apart from catalogue/jobs reads). A sub-job of
     N files runs its payload over each (output i from input i, lineage to it alone); its parameters (the step's
-    own, then the splitter's combination) go to the payload as ``--param NAME=VALUE``."""
+    own, then the splitter's combination) go to the payload as ``--param NAME=VALUE``. A step is planned only
+    once the step before it is settled in the block (each of its jobs done or Problematic)."""
     planned: list[PlannedJob] = []
     for index, step in enumerate(campaign.steps):
-        if step.payload not in ONE_TO_ONE:
+        if step.payload not in RUNNABLE:
             raise ConfigError(
                 campaign.source, f"steps[{index}].payload", step.payload, "not runnable in a campaign yet"
             )
-        inputs = _step_inputs(ctx, campaign, index, block_id)
-        for sub in split(step_campaign(campaign, index), step, inputs):
-            if not sub.inputs:
-                continue
-            planned.append(_planned(campaign, step, sub.key, sub.inputs, dict(sub.parameters), block_id))
+        if step.payload in GENERATORS:
+            jobs = _generated(campaign, step, block_id)
+        elif index == 0:
+            inputs = _step_inputs(ctx, campaign, index, block_id)
+            subs = [sub for sub in split(step_campaign(campaign, index), step, inputs) if sub.inputs]
+            jobs = [_planned(campaign, step, index, sub, block_id) for sub in subs]
+        else:
+            jobs = _later_step(ctx, campaign, index, block_id)
+        planned += jobs
+        if index + 1 < len(campaign.steps) and not _settled(ctx, jobs):
+            break  # the next step groups this one's outputs once they are all there
     return planned
 
 
-def _planned(
-    campaign: Campaign, step: Step, key: str, lfns: Sequence[str], combo: Mapping[str, Any], block_id: str
-) -> PlannedJob:
+def _settled(ctx: KeepupContext, jobs: Sequence[PlannedJob]) -> bool:
+    """Whether every job is known and done or Problematic (nothing of the step can still change)."""
+    known = ctx.jobs.get(job.key for job in jobs) if jobs else {}
+    return all(job.key in known and known[job.key].state in SETTLED for job in jobs)
+
+
+def _later_step(ctx: KeepupContext, campaign: Campaign, index: int, block_id: str) -> list[PlannedJob]:
+    """Step ``index`` (> 0): its jobs already known (as they were planned), plus new groups of the previous
+    step's registered outputs that none of its jobs reads yet (so no file is processed twice, whatever order
+    the outputs came in)."""
+    step = campaign.steps[index]
+    prefix = f"{campaign_key_prefix(campaign)}{step.name}."
+    known = ctx.jobs.list_jobs(block_id=block_id, key_prefix=prefix)
+    read = {lfn for record in known for lfn in record.inputs}
+    fresh = [lfn for lfn in _step_inputs(ctx, campaign, index, block_id) if lfn not in read]
+    subs = [sub for sub in split(step_campaign(campaign, index), step, fresh) if sub.inputs]
+    return [record.to_planned() for record in sorted(known, key=lambda r: r.key)] + [
+        _planned(campaign, step, index, sub, block_id) for sub in subs
+    ]
+
+
+def _generated(campaign: Campaign, step: Step, block_id: str) -> list[PlannedJob]:
+    """An MC campaign's generator sub-jobs (in its block only): each with its seed, event count, run, sequence
+    and start time as parameters, so a retry regenerates the same file."""
+    if campaign.mc is None or block_id != campaign.mc.block_id:
+        return []
+    mc = campaign.mc
+    midnight = datetime(mc.day.year, mc.day.month, mc.day.day, tzinfo=UTC)
+    jobs = []
+    for sub in generator_jobs(campaign, step):
+        assert sub.number is not None
+        combo = dict(sub.parameters)
+        start_ns = (int(midnight.timestamp()) + sub.number) * 1_000_000_000
+        parameters = {
+            **{k: _text(v) for k, v in step.parameters.items()},
+            **{k: _text(v) for k, v in combo.items()},
+            "seed": str(mc_seed(campaign.name, sub.key)),
+            "events": str(mc.events_per_job),
+            "run": str(mc.run),
+            "sequence": str(sub.number + 1),
+            "start_time_ns": str(start_ns),
+        }
+        jobs.append(
+            PlannedJob(
+                key=sub.key,
+                payload=step.payload,
+                version=PAYLOAD_VERSIONS[step.payload],
+                inputs=(),
+                outputs=(mc_output_lfn(campaign, step, sub.number, combo),),
+                block_id=block_id,
+                run=mc.run,
+                parameters=tuple(sorted(parameters.items())),
+            )
+        )
+    return jobs
+
+
+def _planned(campaign: Campaign, step: Step, index: int, sub: SubJob, block_id: str) -> PlannedJob:
     output_type = STAGE_TYPES[step.payload][1]
     assert output_type is not None
+    combo = dict(sub.parameters)
     parameters = {**{k: _text(v) for k, v in step.parameters.items()}, **{k: _text(v) for k, v in combo.items()}}
+    if index == 0:
+        outputs = tuple(
+            campaign_output_lfn(lfn, output_type, campaign.name, combo, user=output_user(campaign))
+            for lfn in sub.inputs
+        )
+    else:  # the input is already this campaign's own file
+        outputs = tuple(step_output_lfn(lfn, output_type) for lfn in sub.inputs)
     return PlannedJob(
-        key=key,
+        key=sub.key,
         payload=step.payload,
         version=PAYLOAD_VERSIONS[step.payload],
-        inputs=tuple(lfns),
-        outputs=tuple(
-            campaign_output_lfn(lfn, output_type, campaign.name, combo, user=output_user(campaign)) for lfn in lfns
-        ),
+        inputs=sub.inputs,
+        outputs=outputs,
         block_id=block_id,
-        run=parse_lfn(lfns[0]).file.run_number,
+        run=parse_lfn(sub.inputs[0]).file.run_number,
         parameters=tuple(sorted(parameters.items())),
     )
 
@@ -302,7 +428,9 @@ def processed_inputs(
     A final output counts once its replica is validated (or archived) at EVERY destination SE, never from a
     job state: a job done whose output is still being copied is not processed. Walking the steps backwards, a
     job is complete when it is done and each of its outputs is complete (for the last step: replicated), and
-    a file is complete when every sub-job reading it (each parameter combination, each group) is complete."""
+    a file is complete when every sub-job reading it (each parameter combination, each group) is complete.
+    An MC campaign has no input files: its "inputs" are the generator's files, each processed once its job is
+    done and every later step's outputs made from it are complete."""
     good_states = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
     prefix = campaign_key_prefix(campaign)
     by_step: dict[str, list[JobRecord]] = {s.name: [] for s in campaign.steps}
@@ -321,7 +449,8 @@ def processed_inputs(
         )
     }
     complete_files = replicated
-    for step in reversed(campaign.steps):
+    walked = campaign.steps[1:] if campaign.generated else campaign.steps
+    for step in reversed(walked):
         readers: dict[str, list[bool]] = {}
         for record in by_step[step.name]:
             done = record.state is JobPhase.DONE and bool(record.outputs)
@@ -329,6 +458,10 @@ def processed_inputs(
             for lfn in record.inputs:
                 readers.setdefault(lfn, []).append(done)
         complete_files = {lfn for lfn, oks in readers.items() if all(oks)}
+    if campaign.generated:  # the generator's files: made (job done) and complete downstream
+        first = campaign.steps[0].name
+        made_first = {lfn for r in by_step[first] if r.state is JobPhase.DONE for lfn in r.outputs}
+        complete_files = made_first & (complete_files if len(campaign.steps) > 1 else replicated)
     return complete_files, replicated
 
 
@@ -341,7 +474,15 @@ def campaign_status(campaign: Campaign, jobs: JobStore, catalogue: Catalogue) ->
         states[record.state.value] = states.get(record.state.value, 0) + 1
     first, last = campaign.steps[0].name, campaign.steps[-1].name
     prefix = campaign_key_prefix(campaign)
-    files = len({lfn for r in records if r.key.startswith(f"{prefix}{first}.") for lfn in r.inputs})
+    # Files: the first step's inputs; an MC campaign's, the files its generator makes.
+    files = len(
+        {
+            lfn
+            for r in records
+            if r.key.startswith(f"{prefix}{first}.")
+            for lfn in (r.outputs if campaign.generated else r.inputs)
+        }
+    )
     made = sorted(
         {lfn for r in records if r.key.startswith(f"{prefix}{last}.") and r.state is JobPhase.DONE for lfn in r.outputs}
     )
@@ -422,7 +563,10 @@ __all__ = [
     "campaign_status",
     "campaigns_overview",
     "input_block_ready",
+    "mc_output_lfn",
+    "mc_seed",
     "plan_campaign_block",
     "processed_inputs",
     "run_campaign",
+    "step_output_lfn",
 ]

@@ -11,7 +11,9 @@ and every part is bounded in length (:func:`campaign_error_line`).
 
 Splitters are pure functions with exact sub-job counts: by files (N per job), by run (one job per run), by
 parameters (one job per combination). Sub-job keys are deterministic — campaign + step + inputs (+ parameters)
-— so a re-run, a restart or a second DAG run never submits the same work twice.
+— so a re-run, a restart or a second DAG run never submits the same work twice. An MC campaign (``kind: mc``)
+has no input: its first step is a generator (``detsim``) run as ``mc.jobs`` sub-jobs (× each combination of a
+parameter splitter), keyed by campaign + step + job number (+ parameters) (:func:`generator_jobs`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,20 @@ import yaml
 
 from rawflow.errors import ConfigError, InvalidNameError, RawflowError
 from rawflow.naming import DataType, block_id_for, parse_block_id, parse_lfn
+from rawflow.processing.planning import STAGE_TYPES
 
 SCHEMA_RESOURCE = "schemas/campaign.schema.json"
-PAYLOAD_INPUT: dict[str, DataType] = {"raw2rtraw": DataType.RAW, "rec": DataType.RTRAW, "dqm": DataType.RTRAW}
+PAYLOAD_INPUT: dict[str, tuple[DataType, ...]] = {
+    "raw2rtraw": (DataType.RAW,),
+    "rec": (DataType.RTRAW, DataType.CALIB),
+    "dqm": (DataType.RTRAW,),
+    "detsim": (),  # a generator: reads no file
+    "elecsim": (DataType.DETSIM,),
+    "cal": (DataType.ELECSIM,),
+}
+"""The data types each payload reads (none: a generator, the first step of an MC campaign)."""
+GENERATOR_SET_PARAMETERS = ("seed", "events", "run", "sequence", "start_time_ns")
+"""A generator's parameters the campaign sets per sub-job (from ``mc`` and the job key): not the author's."""
 CAMPAIGNS_DIR_ENV = "RAWFLOW_CAMPAIGNS_DIR"
 # Bounds of the one-line error's parts (characters) and of the files one import error lists.
 SOURCE_LIMIT, FIELD_LIMIT, VALUE_LIMIT, REASON_LIMIT = 200, 80, 120, 200
@@ -151,6 +164,21 @@ class Splitter:
 
 
 @dataclass(frozen=True, slots=True)
+class MonteCarlo:
+    """An MC campaign's production: ``jobs`` generator sub-jobs of ``events_per_job`` events, files of run
+    ``run`` filed under ``day``."""
+
+    jobs: int
+    events_per_job: int
+    run: int
+    day: date
+
+    @property
+    def block_id(self) -> str:
+        return block_id_for(self.day)
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     name: str
     kind: str
@@ -171,13 +199,22 @@ class Campaign:
     user: str | None = None
     description: str = ""
     source: str = "<campaign>"
+    mc: MonteCarlo | None = None
 
     @property
     def dag_id(self) -> str:
         return f"rawflow_campaign_{self.name}"
 
+    @property
+    def generated(self) -> bool:
+        """Whether the first step makes its events (an MC campaign) rather than reading input files."""
+        return not PAYLOAD_INPUT.get(self.steps[0].payload, (DataType.RAW,))
+
     def input_blocks(self, today: date) -> list[str]:
-        """The blocks the campaign covers as of ``today`` (pure): listed blocks, or the date range up to today."""
+        """The blocks the campaign covers as of ``today`` (pure): listed blocks, or the date range up to today;
+        an MC campaign's one block, its ``mc.day``."""
+        if self.mc is not None:
+            return [self.mc.block_id]
         if self.blocks:
             return sorted(self.blocks)
         if self.first_day is None:
@@ -289,12 +326,41 @@ def parse_campaign(document: Any, *, source: str, known_sites: Iterable[str] | N
             raise CampaignError(source, f"steps[{i}].name", name, "the same step name twice")
     raw_input = document.get("input") or {}
     input_type = DataType(raw_input["data_type"]) if raw_input else None
-    # The chain must connect: each step reads what the one before wrote (the first reads the input).
+    kind = document["kind"]
+    if kind == "mc" and raw_input:
+        raise CampaignError(source, "input", _short(raw_input), "an mc campaign generates its events: no input")
+    if kind != "mc" and "mc" in document:
+        raise CampaignError(source, "mc", _short(document["mc"]), f"only an mc campaign generates events, not {kind}")
+    # The chain must connect: each step reads what the one before wrote (the first reads the input; an MC
+    # campaign's first step is a generator, which reads nothing).
     reads = input_type
     for i, step in enumerate(steps):
         wanted = PAYLOAD_INPUT[step.payload]
-        if reads is not None and reads is not wanted:
-            raise CampaignError(source, f"steps[{i}].payload", step.payload, f"reads {wanted}, gets {reads}")
+        if not wanted:  # a generator
+            if i != 0 or kind != "mc":
+                raise CampaignError(
+                    source, f"steps[{i}].payload", step.payload, "a generator: only the first step of an mc campaign"
+                )
+            reserved = sorted(set(step.parameters) & set(GENERATOR_SET_PARAMETERS))
+            if reserved:
+                raise CampaignError(
+                    source,
+                    f"steps[{i}].parameters.{reserved[0]}",
+                    step.parameters[reserved[0]],
+                    "set per job by the campaign (from mc and the job key)",
+                )
+        elif i == 0 and kind == "mc":
+            raise CampaignError(
+                source, "steps[0].payload", step.payload, "an mc campaign starts with a generator (detsim)"
+            )
+        elif reads is not None and reads not in wanted:
+            expected = " or ".join(t.value for t in wanted)
+            raise CampaignError(source, f"steps[{i}].payload", step.payload, f"reads {expected}, gets {reads}")
+        makes = STAGE_TYPES[step.payload][1]
+        if makes is not None and step.output_data_type is not makes:
+            raise CampaignError(
+                source, f"steps[{i}].output_data_type", step.output_data_type.value, f"{step.payload} writes {makes}"
+            )
         reads = step.output_data_type
     output_type = DataType(document["output"]["data_type"])
     if steps[-1].output_data_type is not output_type:
@@ -321,6 +387,24 @@ def parse_campaign(document: Any, *, source: str, known_sites: Iterable[str] | N
         files_per_job=int(splitter_doc.get("files_per_job", 1)),
         parameters={k: tuple(v) for k, v in (splitter_doc.get("parameters") or {}).items()},
     )
+    mc = None
+    if "mc" in document:
+        doc = document["mc"]
+        if kind == "mc":
+            reserved = sorted(set(splitter.parameters) & set(GENERATOR_SET_PARAMETERS))
+            if reserved:
+                raise CampaignError(
+                    source,
+                    f"splitter.parameters.{reserved[0]}",
+                    _short(list(splitter.parameters[reserved[0]])),
+                    "set per job by the campaign (from mc and the job key)",
+                )
+        mc = MonteCarlo(
+            jobs=int(doc["jobs"]),
+            events_per_job=int(doc["events_per_job"]),
+            run=int(doc["run"]),
+            day=_day(source, "mc.day", doc["day"]),
+        )
     if known_sites is not None:
         sites = set(known_sites)
         checks = [("input.site", raw_input.get("site"))]
@@ -348,6 +432,7 @@ def parse_campaign(document: Any, *, source: str, known_sites: Iterable[str] | N
         user=document.get("user"),
         description=str(document.get("description") or ""),
         source=source,
+        mc=mc,
     )
 
 
@@ -398,9 +483,14 @@ class CampaignFolder:
     errors: tuple[str, ...]
 
 
-def check_campaign_folder(folder: str | Path) -> CampaignFolder:
-    """Load every steering file of ``folder`` (reads only that folder). A file that does not validate — or
-    that repeats the name of a file before it — is one line in ``errors``; no file stops the others."""
+def check_campaign_folder(folder: str | Path, *, sites: str | Path | None = None) -> CampaignFolder:
+    """Load every steering file of ``folder``. A file that does not validate — or that repeats the name of a
+    file before it — is one line in ``errors``; no file stops the others.
+
+    Site names are checked as ``rawflow campaign check`` checks them: against the site policy found as the CLI
+    finds it (``sites``, else ``$RAWFLOW_SITES``, else the local grid's, else config/sites.yaml), read once.
+    When the policy cannot be read no file's sites can be checked, so each file is one line saying so and gets
+    no DAG (as the CLI accepts none)."""
     root = Path(folder)
     try:
         paths = campaign_files(root)
@@ -410,9 +500,13 @@ def check_campaign_folder(folder: str | Path) -> CampaignFolder:
     campaigns: list[tuple[Path, Campaign]] = []
     errors: list[str] = []
     first_with: dict[str, Path] = {}
+    known_sites, policy_problem = _policy_sites(sites) if paths else ((), None)
     for path in paths:
+        if policy_problem is not None:
+            errors.append(str(CampaignError(str(path), "<sites>", None, policy_problem)))
+            continue
         try:
-            campaign = load_campaign(path)
+            campaign = load_campaign(path, known_sites=known_sites)
         except CampaignError as exc:
             errors.append(str(exc))
             continue
@@ -427,6 +521,19 @@ def check_campaign_folder(folder: str | Path) -> CampaignFolder:
         first_with[campaign.name] = path
         campaigns.append((path, campaign))
     return CampaignFolder(root, tuple(campaigns), tuple(errors))
+
+
+def _policy_sites(sites: str | Path | None) -> tuple[tuple[str, ...], str | None]:
+    """The site names of the policy in force, or why it cannot be read (one line)."""
+    from rawflow.sites import load_sites, site_policy_path
+
+    path: Path | str = sites or "the site policy"
+    try:
+        path = site_policy_path(sites)
+        return tuple(load_sites(path).sites), None
+    except Exception as exc:  # any failure to read the policy is reported, never raised into the DAG file
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return (), f"site names not checked: cannot read {path}: {first}"
 
 
 # --- splitters (pure) ---------------------------------------------------------------------------------------
@@ -458,6 +565,7 @@ class SubJob:
     step: str
     inputs: tuple[str, ...]
     parameters: Mapping[str, Any]
+    number: int | None = None  # a generator's sub-job: its number (0 … mc.jobs - 1) within its combination
 
 
 def sub_job_key(campaign: str, step: str, inputs: Sequence[str], parameters: Mapping[str, Any]) -> str:
@@ -487,12 +595,37 @@ def split(campaign: Campaign, step: Step, files: Sequence[str]) -> list[SubJob]:
     ]
 
 
+def generator_key(campaign: str, step: str, number: int, parameters: Mapping[str, Any]) -> str:
+    """A generator sub-job's key (deterministic): campaign + step + its number (+ parameters)."""
+    return sub_job_key(campaign, step, [f"#{number:06d}"], parameters)
+
+
+def generator_jobs(campaign: Campaign, step: Step) -> list[SubJob]:
+    """The sub-jobs of an MC campaign's generator step (pure): ``mc.jobs`` per combination of a parameter
+    splitter (one combination otherwise), no input files."""
+    if campaign.mc is None:
+        return []
+    combos = split_by_parameters(campaign.splitter.parameters) if campaign.splitter.by == "parameters" else [{}]
+    return [
+        SubJob(
+            key=generator_key(campaign.name, step.name, number, combo),
+            step=step.name,
+            inputs=(),
+            parameters=combo,
+            number=number,
+        )
+        for combo in combos
+        for number in range(campaign.mc.jobs)
+    ]
+
+
 __all__ = [
     "CAMPAIGNS_DIR_ENV",
     "Campaign",
     "CampaignError",
     "CampaignFolder",
     "InvalidCampaignFiles",
+    "MonteCarlo",
     "Splitter",
     "Step",
     "SubJob",
@@ -502,6 +635,8 @@ __all__ = [
     "campaign_schema",
     "campaigns_folder",
     "check_campaign_folder",
+    "generator_jobs",
+    "generator_key",
     "load_campaign",
     "parse_campaign",
     "split",

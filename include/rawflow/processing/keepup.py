@@ -49,6 +49,7 @@ from rawflow.processing.planning import (
     reported_input_events,
     reported_input_events_each,
     reported_outputs,
+    stream_of,
 )
 from rawflow.sites import SitesConfig
 from rawflow.storage.base import Storage
@@ -318,6 +319,8 @@ def _status_reason(status: JobStatus) -> str:
         return f"held: {status.hold_reason}"
     if status.state is JobState.MISSING:
         return "the job vanished from the batch system"
+    if status.state is JobState.REMOVED:  # Rawflow removes only jobs it no longer tracks
+        return "the job was removed from the batch system, not by Rawflow"
     return status.state.value
 
 
@@ -359,6 +362,8 @@ def _check_and_register(
         try:
             reported = reported_outputs(outcome, record.outputs)
             input_events = reported_input_events(outcome) if record.payload != DQM else None
+            if not record.inputs:  # a generator (an MC campaign's detsim): it must make the events asked of it
+                input_events = _asked_events(record)
             # A one-to-one payload over N files (a campaign's multi-input sub-job): output i ↔ input i.
             each = reported_input_events_each(outcome) if _paired(record) else None
             problem = None
@@ -384,6 +389,15 @@ def _check_and_register(
             good.append((record, events))
     updates += _register(ctx, good, measured, report)
     return updates
+
+
+def _asked_events(record: JobRecord) -> int | None:
+    """The events a generator job was asked for (its ``events`` parameter; None if it has none)."""
+    value = dict(record.parameters).get("events")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _paired(record: JobRecord) -> bool:
@@ -420,9 +434,14 @@ def _register(
         _, output_type = STAGE_TYPES[record.payload]
         assert output_type is not None
         for index, lfn in enumerate(record.outputs):
-            # Lineage: output i of a paired job comes from input i; otherwise from every input.
+            # Lineage: output i of a paired job comes from input i; otherwise from every input. A generator's
+            # output (an MC campaign's detsim) has no parent: its block and run are its job's.
             sources = [record.inputs[index]] if _paired(record) else list(record.inputs)
-            parent = parents[sources[0]]
+            if sources:
+                parent = parents[sources[0]]
+                block_id, run_number, stream = parent.block_id, parent.run_number, parent.stream
+            else:
+                block_id, run_number, stream = record.block_id, record.run, stream_of(lfn)
             size, adler32 = sizes[lfn]
             records.append(
                 FileRecord(
@@ -430,13 +449,14 @@ def _register(
                     size=size,
                     adler32=adler32,
                     data_type=output_type,
-                    block_id=parent.block_id,
-                    run_number=parent.run_number,
-                    stream=parent.stream,
+                    block_id=block_id,
+                    run_number=run_number,
+                    stream=stream,
                     received_at=now,
                 )
             )
-            lineage[lfn] = sources
+            if sources:
+                lineage[lfn] = sources
     try:
         result = ctx.catalogue.register_files(
             records, site=ctx.sites.tier0.name, state=ReplicaState.VALIDATED, parents=lineage

@@ -6,6 +6,9 @@ Stages (docs/processing.md):
 - ``raw2rtraw``: one RAW file → one RTRAW file (same day, same stem);
 - ``rec``: one RTRAW file → one ESD file;
 - ``dqm``: every RTRAW file of one run in one day → one DQM summary (JSON, not catalogued).
+
+Monte Carlo campaigns (not keep-up) chain ``detsim`` (no input: events from a seed → DETSIM), ``elecsim``
+(DETSIM → ELECSIM), ``cal`` (ELECSIM → CALIB) and ``rec`` (CALIB → ESD).
 """
 
 from __future__ import annotations
@@ -24,18 +27,26 @@ from rawflow.naming import EXPERIMENT, DataType, derived_lfn, parse_block_id, pa
 from rawflow.payloads import PAYLOAD_VERSION
 
 RAW2RTRAW, REC, DQM = "raw2rtraw", "rec", "dqm"
+DETSIM, ELECSIM, CAL = "detsim", "elecsim", "cal"
 STAGE_IN, STAGE_OUT = "@in:", "@out:"  # the job wrapper's markers (rawflow.compute.job_wrapper)
 STAGES = (RAW2RTRAW, REC, DQM)
+"""Keep-up's stages."""
+GENERATORS = (DETSIM,)
+"""Payloads that read no file: they make events (from a seed) — the first step of an MC campaign."""
 
-PAYLOAD_VERSIONS: Mapping[str, str] = {RAW2RTRAW: PAYLOAD_VERSION, REC: PAYLOAD_VERSION, DQM: PAYLOAD_VERSION}
+PAYLOAD_VERSIONS: Mapping[str, str] = {name: PAYLOAD_VERSION for name in (RAW2RTRAW, REC, DQM, DETSIM, ELECSIM, CAL)}
 """Bumping a payload's version gives its jobs new keys: the same inputs are processed again (a reprocessing)."""
 
-STAGE_TYPES: Mapping[str, tuple[DataType, DataType | None]] = {
+STAGE_TYPES: Mapping[str, tuple[DataType | None, DataType | None]] = {
     RAW2RTRAW: (DataType.RAW, DataType.RTRAW),
     REC: (DataType.RTRAW, DataType.ESD),
     DQM: (DataType.RTRAW, None),
+    DETSIM: (None, DataType.DETSIM),
+    ELECSIM: (DataType.DETSIM, DataType.ELECSIM),
+    CAL: (DataType.ELECSIM, DataType.CALIB),
 }
-"""Each stage's input data type and the catalogued data type it makes (DQM's summary is not catalogued)."""
+"""Each stage's input data type (None: a generator) and the catalogued data type it makes (DQM's summary is not
+catalogued). ``rec`` also reads CALIB (the MC chain's calibrated hits, in RTRAW's layout)."""
 
 
 class JobPhase(enum.StrEnum):
@@ -150,8 +161,9 @@ class PlannedJob:
 
     def spec(self, attempt: int, url_of: Any) -> JobSpec:
         """The JobSpec of attempt ``attempt``; ``url_of(lfn)`` gives the Tier-0 URL. Arguments follow the
-        payload's command line (docs/processing.md): ``raw2rtraw|rec [--param NAME=VALUE]... IN... OUT...``
-        (N inputs, then their N outputs in the same order), ``dqm [--param NAME=VALUE]... OUT IN...``, each URL
+        payload's command line (docs/processing.md): ``raw2rtraw|rec|elecsim|cal [--param NAME=VALUE]... IN...
+        OUT...`` (N inputs, then their N outputs in the same order), ``dqm [--param NAME=VALUE]... OUT IN...``,
+        ``detsim [--param NAME=VALUE]... OUT`` (no input), each URL
         marked for the job wrapper to stage in (``@in:``) or out (``@out:``) over xrootd."""
         ins = tuple(STAGE_IN + url_of(lfn) for lfn in self.inputs)
         outs = tuple(STAGE_OUT + url_of(lfn) for lfn in self.outputs)

@@ -7,6 +7,7 @@ effect at the next run and a file broken after parsing fails the task with its o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from rawflow_airflow.operators.keepup import KeepupOperator
@@ -70,7 +71,7 @@ class CampaignOperator(KeepupOperator):
                 "%s %s outputs: %s", campaign.name, block_id, {site: p.status for site, p in progress.items()}
             )
 
-    def _problematic(self) -> list[tuple[str, str]]:
+    def _problematic(self) -> list[tuple[str, str, datetime]]:
         from rawflow.processing.campaign_round import campaign_key_prefix
         from rawflow.processing.jobs import JobStore
         from rawflow.processing.planning import JobPhase
@@ -80,7 +81,7 @@ class CampaignOperator(KeepupOperator):
         store = JobStore(CatalogueHook(self.catalogue_conn_id).quarantine_url())
         try:
             return [
-                (r.key, r.reason or "")
+                (r.key, r.reason or "", r.updated_at)
                 for b in self._list(self.block_ids)
                 for r in store.list_jobs(block_id=b, states=[JobPhase.PROBLEMATIC], key_prefix=prefix)
             ]

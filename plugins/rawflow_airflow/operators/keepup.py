@@ -4,7 +4,8 @@ On the worker: plan and submit (:func:`rawflow.processing.keepup.submit_round`) 
 finished (:func:`~rawflow.processing.keepup.collect_round`), then defer on :class:`ComputeJobsTrigger` (no
 worker slot held; the triggerer only polls job states). Woken, the worker collects, checks the outputs,
 registers them with lineage, releases/resubmits/retries, and defers again until nothing is queued or running.
-Files that end Problematic fail the task with their reasons once every other file is done.
+Files that end Problematic fail the task with their reasons once every other file is done, without task
+retries: the retry policy already retried their jobs, and a task retry would only hold the next stage back.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from rawflow_airflow.triggers.compute_jobs import ComputeJobsTrigger
 
+MAX_STAGES = 8  # a campaign has at most 8 steps (the steering schema's bound)
 
-class KeepupProblematic(Exception):
-    """Some files could not be processed within the retry limit (the reasons are in the jobs table)."""
+
+class KeepupProblematic(AirflowFailException):
+    """Some files could not be processed within the retry limit (the reasons are in the jobs table); no task
+    retry can help: `rawflow jobs retry` starts them again."""
 
 
 class KeepupOperator(BaseOperator):
@@ -106,7 +111,7 @@ class KeepupOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = event or {}
-        self.log.info("woken: %s (%s)", event.get("status"), event.get("message"))
+        self.log.info("woken: %s (%r)", event.get("status"), event.get("message"))
         return self._round(context, first=False, event=event)
 
     def _round(self, context: Any, *, first: bool, event: dict[str, Any] | None) -> dict[str, Any]:
@@ -120,7 +125,19 @@ class KeepupOperator(BaseOperator):
                 if not first:
                     report.add(collect_round(ctx, block_id))
                 report.add(submit_round(ctx, block_id))
-                report.add(collect_round(ctx, block_id))
+                collected = collect_round(ctx, block_id)
+                report.add(collected)
+                # What this round registered may let the next stage (a campaign's next step) start now rather
+                # than at the next DAG run: plan again while that submits something and nothing is active.
+                for _ in range(MAX_STAGES):
+                    if collected.active or not collected.registered:
+                        break
+                    again = submit_round(ctx, block_id)
+                    report.add(again)
+                    if not again.total_submitted:
+                        break
+                    collected = collect_round(ctx, block_id)
+                    report.add(collected)
                 reports[block_id] = report
                 self.log.info("keep-up %s %s: %s", block_id, ",".join(ctx.stages), report.to_dict())
             keys = sorted(r.backend_key for b in reports for r in ctx.active_jobs(b))
@@ -151,16 +168,27 @@ class KeepupOperator(BaseOperator):
                 )
         summary = {b: r.to_dict() for b, r in reports.items()}
         problematic = self._problematic()
-        if problematic:
-            shown = "; ".join(f"{key}: {reason}" for key, reason in problematic[:5])
-            raise KeepupProblematic(f"{len(problematic)} job(s) Problematic (`rawflow jobs list`): {shown}")
+        # Only files that became Problematic during this DAG run fail it: the run that saw them end so already
+        # failed, and every later catch-up run over the same days would otherwise be red until `rawflow jobs retry`.
+        run = context.get("dag_run")
+        since = _aware(run.start_date) if run is not None and run.start_date is not None else None
+        new = [(key, reason) for key, reason, at in problematic if since is None or _aware(at) >= since]
+        if len(new) < len(problematic):
+            self.log.warning(
+                "%d job(s) Problematic since earlier runs (`rawflow jobs list`, `rawflow jobs retry`)",
+                len(problematic) - len(new),
+            )
+        if new:
+            # The reasons carry text from the jobs' output (untrusted): quoted, one line each.
+            shown = "; ".join(f"{key}: {reason!r}" for key, reason in new[:5])
+            raise KeepupProblematic(f"{len(new)} job(s) Problematic (`rawflow jobs list`): {shown}")
         self.log.info("keep-up done since %s: %s", started, summary)
         return summary
 
     def _finish(self, ctx: Any, block_ids: list[str]) -> None:
         """Called once the blocks have no job left to wait for (campaigns replicate their outputs here)."""
 
-    def _problematic(self) -> list[tuple[str, str]]:
+    def _problematic(self) -> list[tuple[str, str, datetime]]:
         from rawflow.processing.jobs import JobStore
         from rawflow.processing.planning import JobPhase
         from rawflow_airflow.hooks.catalogue import CatalogueHook
@@ -169,10 +197,15 @@ class KeepupOperator(BaseOperator):
         try:
             payloads = set(self._list(self.stages))
             return [
-                (r.key, r.reason or "")
+                (r.key, r.reason or "", r.updated_at)
                 for b in self._list(self.block_ids)
                 for r in store.list_jobs(block_id=b, states=[JobPhase.PROBLEMATIC])
                 if r.payload in payloads
             ]
         finally:
             store.close()
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives naive timestamps (stored as UTC), Postgres aware ones."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
