@@ -76,6 +76,16 @@ class StorageContract:
         backend.mkdir_p(f"{root}/list/sub")
         assert backend.listdir(f"{root}/list") == ["a.dat", "b.dat", "c.dat", "sub"]
 
+    def test_list_sizes_gives_each_files_size_and_leaves_directories_out(self, backend: Storage, root: str) -> None:
+        for name, size in (("b.dat", 10), ("a.dat", 0), ("c.dat", 70_000)):
+            backend.put_bytes(f"{root}/sizes/{name}", b"z" * size)
+        backend.mkdir_p(f"{root}/sizes/sub")
+        assert backend.list_sizes(f"{root}/sizes") == {"a.dat": 0, "b.dat": 10, "c.dat": 70_000}
+
+    def test_list_sizes_of_a_missing_directory_is_not_found(self, backend: Storage, root: str) -> None:
+        with pytest.raises(StorageNotFoundError):
+            backend.list_sizes(f"{root}/no-such-dir")
+
     def test_unlink(self, backend: Storage, root: str) -> None:
         backend.put_bytes(f"{root}/gone.dat", b"bye")
         backend.unlink(f"{root}/gone.dat")

@@ -5,8 +5,9 @@
 - **lost**: a replica the catalogue calls VALIDATED or ARCHIVED that the storage lacks, or whose size there
   differs from the catalogue's. Marked BAD with the reason ``lost: ...``, so the block DAG transfers it again.
 
-Dot-files are transfers still being written and are neither. A transient storage failure for some files
-leaves them undecided (``unchecked``); the audit never calls a replica lost on a failed stat.
+Dot-files are transfers still being written and are neither. Names and sizes come from one listing per site
+(``Storage.list_sizes``); a site that cannot be listed is an error of its audit and decides nothing.
+``unchecked`` stays in the results and the store for their readers; with sizes from the listing it is 0.
 Results are kept, one row per block × site (the latest audit), in the ``site_audits`` table of the
 monitoring database, for the block report, the view and the CLI.
 """
@@ -25,7 +26,6 @@ from sqlalchemy.engine import Engine
 
 from rawflow.catalogue.base import Catalogue, ReplicaState, as_utc
 from rawflow.catalogue.sql import engine_url, sqlite_pragmas
-from rawflow.checks import StorageCheck, tier0_facts
 from rawflow.errors import PermanentError, StorageNotFoundError, TransientError
 from rawflow.naming import DataType, block_directory_lfn, block_name
 from rawflow.sites import SitesConfig
@@ -33,7 +33,6 @@ from rawflow.storage.base import Storage
 
 GOOD = (ReplicaState.VALIDATED, ReplicaState.ARCHIVED)
 MAX_LISTED = 200  # findings kept per block × site in the store (the counts are always complete)
-STAT_PARALLEL = 8
 
 
 @dataclass(slots=True)
@@ -45,7 +44,7 @@ class SiteAudit:
     good: int = 0  # replicas the catalogue calls VALIDATED/ARCHIVED
     dark: list[str] = field(default_factory=list)
     lost: dict[str, str] = field(default_factory=dict)  # lfn → reason ("lost: ...")
-    unchecked: int = 0  # good replicas whose stat failed transiently
+    unchecked: int = 0  # good replicas not decided (0 since sizes come from the listing; kept for readers)
     marked_bad: int = 0
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     error: str | None = None
@@ -81,7 +80,6 @@ def audit_site(
     site_name: str,
     *,
     mark_lost: bool = True,
-    parallel: int = STAT_PARALLEL,
 ) -> SiteAudit:
     """Audit one block at one site; lost replicas are marked BAD unless ``mark_lost`` is false.
 
@@ -90,13 +88,14 @@ def audit_site(
     audit = SiteAudit(block=block_name(data_type, block_id), site=site.name)
     directory = block_directory_lfn(data_type, block_id)
     try:
-        names = storage.listdir(site.pfn(directory))
+        listing = storage.list_sizes(site.pfn(directory))
     except StorageNotFoundError:
-        names = []  # nothing ever arrived at this site (or the directory was removed: every replica is lost)
+        listing = {}  # nothing ever arrived at this site (or the directory was removed: every replica is lost)
     except PermanentError as exc:
         raise TransientError(f"auditing {audit.block} at {site.name}: cannot list {directory}: {exc}") from exc
-    audit.listed = len(names)
-    on_storage = {f"{directory}/{n}" for n in names if not n.startswith(".")}
+    audit.listed = len(listing)
+    # Sizes from the listing itself: one request per site, not a stat per replica.
+    on_storage = {f"{directory}/{n}": size for n, size in listing.items() if not n.startswith(".")}
 
     files = {f.lfn: f for f in catalogue.files_in_block(data_type, block_id)}
     replicas = {
@@ -106,23 +105,16 @@ def audit_site(
     }
     expected = {lfn for lfn in files if lfn in replicas or site.archive or site.keeps(lfn)}
     audit.expected = len(expected)
-    audit.dark = sorted(on_storage - expected)
+    audit.dark = sorted(set(on_storage) - expected)
 
     good = sorted(lfn for lfn, info in replicas.items() if info.state in GOOD)
     audit.good = len(good)
     for lfn in good:
         if lfn not in on_storage:
             audit.lost[lfn] = f"lost: not on {site.name} at audit {audit.checked_at:%Y-%m-%dT%H:%M:%SZ}"
-    present = [lfn for lfn in good if lfn in on_storage]
-    facts = tier0_facts(storage, site, present, mode=StorageCheck.SIZE, parallel=parallel)
-    for lfn in present:
-        found = facts[lfn]
-        if found.error:
-            audit.unchecked += 1
-        elif not found.exists:
-            audit.lost[lfn] = f"lost: gone from {site.name} at audit {audit.checked_at:%Y-%m-%dT%H:%M:%SZ}"
-        elif found.size != files[lfn].size:
-            audit.lost[lfn] = f"lost: {found.size} bytes at {site.name}, the catalogue has {files[lfn].size}"
+    for lfn in good:
+        if lfn in on_storage and on_storage[lfn] != files[lfn].size:
+            audit.lost[lfn] = f"lost: {on_storage[lfn]} bytes at {site.name}, the catalogue has {files[lfn].size}"
     if mark_lost:
         for reason, lfns in _by_reason(audit.lost).items():
             audit.marked_bad += catalogue.set_replica_state(lfns, site.name, ReplicaState.BAD, error=reason)

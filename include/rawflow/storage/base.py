@@ -57,6 +57,10 @@ class Storage(Protocol):
         """Entry names in a directory (not full URLs), sorted."""
         ...
 
+    def list_sizes(self, url: str) -> dict[str, int]:
+        """File name → size for a directory's files (subdirectories left out), from one listing."""
+        ...
+
     def unlink(self, url: str) -> None: ...
 
     def put_bytes(self, url: str, data: bytes) -> None:

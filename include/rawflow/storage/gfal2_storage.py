@@ -240,6 +240,23 @@ class Gfal2Storage:
         names = self._call("listdir", url, self._ctx().listdir, url)
         return sorted(str(n).rstrip("/") for n in names if str(n).rstrip("/") not in ("", ".", ".."))
 
+    def list_sizes(self, url: str) -> dict[str, int]:
+        # One request per directory (a WebDAV PROPFIND, an xrootd dirlist with stat info): the destination audit
+        # of a 14,400-file block stat'ed every replica instead, 6 min for 4 sites (2 cores, 4 KiB files).
+        def read() -> dict[str, int]:
+            directory = self._ctx().opendir(url)
+            sizes: dict[str, int] = {}
+            while True:
+                entry, info = directory.readpp()
+                if entry is None:
+                    return sizes
+                name = str(entry.d_name).rstrip("/")
+                if name not in ("", ".", "..") and not stat_module.S_ISDIR(info.st_mode):
+                    sizes[name] = int(info.st_size)
+
+        found: dict[str, int] = self._call("listdir", url, read)
+        return found
+
     def unlink(self, url: str) -> None:
         self._call("unlink", url, self._ctx().unlink, url)
 
