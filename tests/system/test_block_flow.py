@@ -103,7 +103,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     # replicate (72 jobs in the pool) on the same 2 cores, which made their timings depend on the pool's load.
     # Airflow and the catalogue on Postgres, as in production: on 2 loaded cores the embedded SQLite's single
     # write lock stalled Airflow's API server and killed its scheduler ("database is locked") mid-test.
-    # The embedded default is covered by test_keepup, test_ui, test_shifter, test_ops and test_grid.
+    # The embedded default is covered by test_ui, test_shifter, test_ops and test_grid.
     state = stack.up(
         var,
         api_port=None,

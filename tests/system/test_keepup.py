@@ -44,7 +44,14 @@ ESD_DAG = "rawflow_block_esd"
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     var = tmp_path_factory.mktemp("grid")
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
-    state = stack.up(var, api_port=None, progress=lambda line: print("grid:", line))
+    # Airflow and the catalogue on Postgres, as in production (see test_block_flow): on SQLite, the burst of
+    # first runs at start-up timed the API server out (ReadTimeout) on 2 loaded cores in one CI run.
+    state = stack.up(
+        var,
+        api_port=None,
+        postgres=os.environ.get("RAWFLOW_TEST_PG_URL") or "private",
+        progress=lambda line: print("grid:", line),
+    )
     try:
         os.environ["X509_CERT_DIR"] = str(state.values["x509_cert_dir"])
         g = Grid(state)
