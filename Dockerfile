@@ -7,11 +7,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       xrootd-client xrootd-server xrootd-server-plugins xrootd-scitokens-plugins \
       gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file davix gfal2-util-scripts \
+      python3-xrootd \
  && rm -rf /var/lib/apt/lists/*
-# gfal2's binding is built for Debian's CPython 3.11: link only its extension into Airflow's interpreter.
+# gfal2's and XrdCl's bindings are built for Debian's CPython 3.11: link only them into Airflow's interpreter.
 RUN site=$(/home/airflow/.local/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null \
            || python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
- && ln -sf /usr/lib/python3/dist-packages/gfal2.cpython-311-x86_64-linux-gnu.so "$site/"
+ && ln -sf /usr/lib/python3/dist-packages/gfal2.cpython-311-x86_64-linux-gnu.so "$site/" \
+ && ln -sfn /usr/lib/python3/dist-packages/XRootD "$site/XRootD" \
+ && ln -sfn /usr/lib/python3/dist-packages/pyxrootd "$site/pyxrootd"
 ENV GFAL_PYTHONBIN=/usr/bin/python3
 
 USER airflow

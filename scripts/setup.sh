@@ -21,7 +21,7 @@ fi
 PYVER=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 APT_PACKAGES=(
   xrootd-server xrootd-client xrootd-server-plugins xrootd-scitokens-plugins
-  gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock
+  gfal2 python3-gfal2 gfal2-plugin-xrootd gfal2-plugin-http gfal2-plugin-file gfal2-plugin-mock python3-xrootd
   davix gfal2-util-scripts "python$PYVER" "python$PYVER-venv" "python$PYVER-dev" build-essential swig libssl-dev
   openssl memcached postgresql postgresql-contrib procps psmisc curl make git
   # The Celery brokers of `grid up --executor celery --broker redis|rabbitmq` (each a private instance on free
@@ -61,7 +61,12 @@ tag=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'
 gfal2_so=/usr/lib/python3/dist-packages/gfal2$tag
 [ -e "$gfal2_so" ] || { echo "setup: $gfal2_so missing: python3-gfal2 is not built for Python $PYVER" >&2; exit 1; }
 ln -sf "$gfal2_so" "$site/"
-"$VENV/bin/python" -c 'import gfal2, airflow, rawflow' || { echo "setup: import check failed" >&2; exit 1; }
+# XrdCl's Python binding (python3-xrootd, same interpreter): its two package directories only.
+for package in XRootD pyxrootd; do
+  [ -d "/usr/lib/python3/dist-packages/$package" ] || { echo "setup: python3-xrootd lacks $package" >&2; exit 1; }
+  ln -sfn "/usr/lib/python3/dist-packages/$package" "$site/$package"
+done
+"$VENV/bin/python" -c 'import gfal2, XRootD.client, airflow, rawflow' || { echo "setup: import check failed" >&2; exit 1; }
 
 if [ "${RAWFLOW_WITH_RUCIO:-0}" = 1 ]; then
   scripts/setup-rucio.sh

@@ -115,6 +115,7 @@ class Announcer:
         first_sequence: int = 1,
         rng: random.Random | None = None,
         start: datetime | None = None,
+        reuse_pool: bool = False,
     ) -> list[SyntheticFile]:
         """``count`` files of one run, received on ``day``, of a random size in ``sizes`` (at least
         MIN_FILE_SIZE = 64 bytes), holding RAW events (the same for the same run, stream, sequence, day, size).
@@ -122,7 +123,8 @@ class Announcer:
         A file's start time is ``sequence`` seconds after the start of ``day`` (its local midnight in the
         announcer's zone, modulo the day's length), so every file is filed under ``day``. With ``start`` (an
         instant; naive is UTC) instead of ``day``, the files start at ``start`` and one second apart, each filed
-        under the receiving day of its own start time: a series can straddle midnight as a DAQ run does."""
+        under the receiving day of its own start time: a series can straddle midnight as a DAQ run does.
+        ``reuse_pool``: large files repeat pooled events instead of simulating their own (see ``synthesize``)."""
         if sizes[0] < MIN_FILE_SIZE or sizes[1] < sizes[0]:
             raise ValueError(f"sizes must be an interval of at least {MIN_FILE_SIZE} bytes, got {sizes}")
         if start is not None and day is not None:
@@ -158,6 +160,7 @@ class Announcer:
                 sequence=sequence,
                 start_time_ns=int(file_time.replace(tzinfo=UTC).timestamp()) * 1_000_000_000,
                 size=rng.randint(*sizes),
+                reuse_pool=reuse_pool,
             )
             files.append(
                 SyntheticFile(

@@ -93,6 +93,20 @@ def test_big_files_hold_realistic_events() -> None:
     assert len(np.unique(owner * N_PMTS + hits["pmt"])) == len(hits)
 
 
+def test_big_files_can_reuse_the_pool_and_are_still_whole_files() -> None:
+    """bench_block's 64 MiB files: pooled events over and over, numbered afresh; exact size, decodable, few
+    padding bytes, deterministic."""
+    size = 8 << 20  # ~5,600 events of ~1.5 kB
+    content, truth = synthesize(run=2, stream="Physics", sequence=7, start_time_ns=0, size=size, reuse_pool=True)
+    raw = decode(content)
+    assert len(content) == size
+    assert raw.events.count == len(truth.energy_mev) > 4096  # more events than the pool holds
+    assert raw.header.padding < 4096  # filled with events, not declared padding
+    assert np.all(np.diff(raw.events.events["event_number"].astype(np.int64)) == 1)
+    again, _ = synthesize(run=2, stream="Physics", sequence=7, start_time_ns=0, size=size, reuse_pool=True)
+    assert again == content
+
+
 def test_pmt_layout_has_17612_pmts_and_maps_points_back_to_them() -> None:
     positions = pmt_positions()
     assert positions.shape == (N_PMTS, 3)

@@ -36,7 +36,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +48,7 @@ from rawflow.errors import (
     TransientStorageError,
 )
 from rawflow.storage.base import CopyRequest, CopyResult, StatResult
+from rawflow.storage.xrdcl_copy import RootCopy, copy_root_to_root
 
 log = logging.getLogger(__name__)
 
@@ -354,9 +355,22 @@ class Gfal2Storage:
                 groups[(method, _endpoint(request.source), _endpoint(request.destination))].append(index)
 
             errors: dict[int, StorageError | None] = {}
+            measured: dict[int, RootCopy] = {}
             for (method, _src, _dst), indices in groups.items():
                 batch = [pending[i] for i in indices]
-                if method == "stream":
+                if method == "stream" and copy_kind(batch[0].source, batch[0].destination) == "root-tpc":
+                    # Both ends xrootd, streamed (small files): XrdCl's bulk CopyProcess, not a Python loop.
+                    copies = copy_root_to_root(
+                        batch,
+                        parallel=parallel,
+                        overwrite=overwrite,
+                        timeout=self._options.timeout,
+                        tokens=self._options.tokens,
+                        environment=XRDCL_DEFAULTS,
+                    )
+                    measured.update(zip(indices, copies, strict=True))
+                    outcome = [c.error for c in copies]
+                elif method == "stream":
                     outcome = list(pool.map(lambda r: self._stream_one(r, overwrite), batch))
                 elif method == "root-bulk" and len(batch) > 1 and self.isolate_bulk:
                     outcome = []
@@ -382,6 +396,12 @@ class Gfal2Storage:
 
             verified = pool.map(lambda i: self._verify(pending[i], errors[i], overwrite, verify), list(errors))
             results.update(zip(list(errors), verified, strict=True))
+            for index, copy in measured.items():
+                # What the destination's server reported right after the copy: the caller need not ask again.
+                if results[index].ok and copy.adler32 is not None and copy.size is not None:
+                    results[index] = replace(
+                        results[index], size_at_destination=copy.size, adler32_at_destination=copy.adler32
+                    )
         return [results[i] for i in range(len(requests))]
 
     def _preflight(self, request: CopyRequest, overwrite: bool) -> CopyResult | None:

@@ -49,7 +49,7 @@ def measure_destinations(storage: Storage, results: list[CopyResult], parallel: 
     left unmeasured (the engine asks again and reports the real error)."""
 
     def measure(result: CopyResult) -> CopyResult:
-        if not result.ok:
+        if not result.ok or result.adler32_at_destination is not None:  # failed, or measured by the copy itself
             return result
         try:
             size = storage.stat(result.request.destination).size
