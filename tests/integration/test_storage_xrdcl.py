@@ -21,9 +21,7 @@ def requests_for(local_sites: LocalSites, files: list[Seeded]) -> list[CopyReque
     return [CopyRequest(sites[T0].pfn(f.lfn), sites[IN2P3].pfn(f.lfn), None, len(f.data)) for f in files]
 
 
-def test_streamed_root_copies_report_what_the_destination_holds(
-    storage: Gfal2Storage, local_sites: LocalSites
-) -> None:
+def test_streamed_root_copies_report_what_the_destination_holds(storage: Gfal2Storage, local_sites: LocalSites) -> None:
     files = seed(storage, local_sites.sites_config, T0, 30, size=4096)
     requests = requests_for(local_sites, files)
     assert all(r.source.startswith("root://") and r.destination.startswith("root://") for r in requests)
