@@ -316,6 +316,11 @@ def render(files: int, kib: int, rawflow: dict[str, Any], baselines: dict[str, d
         f"{'all sites':<14} {total:>8} {all_r:>10.1f} | {'(all at once)':<22} {all_b:>7.1f} {all_r / all_b:>6.2f} | "
         f"{all_x:>19.1f} {all_r / all_x:>6.2f}"
     )
+    mb = kib * 1024 / 1e6  # every file has the same size: MB/s is replicas/s times this
+    lines.append(
+        f"{'bytes':<14} {total * mb / 1e3:>6.1f} GB {all_r * mb:>7.1f} MB/s | {'':<22} {all_b * mb:>7.1f} "
+        f"{all_r / all_b:>6.2f} | {all_x * mb:>14.1f} MB/s {all_r / all_x:>6.2f}"
+    )
     sampled = ""
     if any(b["sampled"] for b in same["sites"].values()):
         sampled = f" (sampled sites extrapolated to all their files; {same['measured_s']:.1f} measured)"
