@@ -375,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     var = Path(tempfile.mkdtemp(prefix="rawflow-bench-block-"))
+    bench: Bench | None = None
     os.environ.setdefault("GFAL_PYTHONBIN", "/usr/bin/python3")
     try:
         state = stack.up(
@@ -419,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_block: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
+        # Its Kafka producer would log a reconnect attempt a second while the grid stops: let it go first.
+        bench = None
         if args.keep:
             stack.down(var, progress=lambda line: print("grid:", line, flush=True))
         else:

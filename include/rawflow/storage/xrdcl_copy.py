@@ -16,7 +16,9 @@ Like gfal2, XrdCl is native code: call this only inside a crash boundary (the co
 
 from __future__ import annotations
 
+import atexit
 import errno
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +94,23 @@ def with_token(url: str, tokens: Sequence[tuple[str, str]]) -> str:
     return f"{url}{'&' if '?' in url else '?'}authz={quote('Bearer ' + token)}"
 
 
+@functools.cache
+def xrootd_client() -> Any:
+    """``XRootD.client``, with its exit handler replaced by the part Rawflow needs.
+
+    XRootD's handler walks every object of the process to close open XRootD ``File`` objects, then stops XrdCl's
+    threads (without that the interpreter can hang at exit). Rawflow opens no ``File``; and where Airflow's lazy
+    objects live in the same process, the walk imports modules during exit (seen at the end of a test run: "Unable
+    to import cloudpickle" logging errors). The threads are still stopped."""
+    from pyxrootd import client as native
+    from XRootD import client
+    from XRootD.client import finalize
+
+    atexit.unregister(finalize.finalize)
+    atexit.register(getattr(native, "__XrdCl_Stop_Threads"))
+    return client
+
+
 def copy_root_to_root(
     requests: Sequence[CopyRequest],
     *,
@@ -110,7 +129,7 @@ def copy_root_to_root(
     for key, value in (environment or {}).items():
         os.environ.setdefault(key, value)
     try:
-        from XRootD import client
+        client = xrootd_client()
     except ImportError:
         missing = PermanentStorageError(
             "copy", requests[0].destination if requests else "", "XRootD Python bindings missing (python3-xrootd)"
