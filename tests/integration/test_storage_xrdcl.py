@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import secrets
+import subprocess
+import sys
 
 import pytest
 
@@ -78,3 +80,17 @@ def test_an_existing_destination_is_kept_when_identical_and_refused_when_not(
 def test_tokens_go_with_the_longest_matching_prefix(url: str, expected: str) -> None:
     tokens = (("root://a:1//data/", "tok-a"), ("root://a:1//data/sub/", "tok-sub"))
     assert with_token(url, tokens) == expected
+
+
+def test_exit_walks_no_objects_in_a_process_that_holds_airflow() -> None:
+    # XRootD 5.5's own exit handler walks every object; with Airflow's lazy objects around, that imported modules
+    # at exit ("Unable to import cloudpickle" logging errors after the test run; with a bare `import XRootD.client`
+    # this script prints them). Rawflow's import keeps only the handler's thread stop.
+    code = (
+        "import airflow.providers.standard.operators.python\n"
+        "from rawflow.storage.xrdcl_copy import xrootd_client\n"
+        "xrootd_client()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "cloudpickle" not in done.stderr and "Logging error" not in done.stderr, done.stderr[-500:]

@@ -101,13 +101,19 @@ def xrootd_client() -> Any:
     XRootD's handler walks every object of the process to close open XRootD ``File`` objects, then stops XrdCl's
     threads (without that the interpreter can hang at exit). Rawflow opens no ``File``; and where Airflow's lazy
     objects live in the same process, the walk imports modules during exit (seen at the end of a test run: "Unable
-    to import cloudpickle" logging errors). The threads are still stopped."""
-    from pyxrootd import client as native
+    to import cloudpickle" logging errors). The threads are still stopped. A bindings layout without these names
+    (not 5.5's) keeps its own handler."""
     from XRootD import client
-    from XRootD.client import finalize
 
-    atexit.unregister(finalize.finalize)
-    atexit.register(getattr(native, "__XrdCl_Stop_Threads"))
+    try:
+        from pyxrootd import client as native
+        from XRootD.client import finalize
+
+        handler, stop_threads = finalize.finalize, getattr(native, "__XrdCl_Stop_Threads")
+    except (ImportError, AttributeError):
+        return client
+    atexit.unregister(handler)
+    atexit.register(stop_threads)
     return client
 
 
