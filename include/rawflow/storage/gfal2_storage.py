@@ -542,7 +542,7 @@ class Gfal2Storage:
             return None
         answers = json.loads(done.stdout)["errors"]
         return [
-            None if a is None else storage_error("copy", r.destination, _ChildError(a["code"], a["message"]))
+            None if a is None else storage_error("copy", r.destination, ErrnoError(a["code"], a["message"]))
             for r, a in zip(batch, answers, strict=True)
         ]
 
@@ -609,8 +609,9 @@ class Gfal2Storage:
         return CopyResult(request=request, ok=True, bytes=destination.size)
 
 
-class _ChildError(Exception):
-    """A gfal2 error reported by the copy child (same shape as ``gfal2.GError``)."""
+class ErrnoError(Exception):
+    """An error in the shape of ``gfal2.GError`` (``code`` = errno, ``message``) for ``storage_error``: one
+    reported by the copy child, or an XrdCl status (``xrdcl_copy``)."""
 
     def __init__(self, code: int | None, message: str) -> None:
         super().__init__(message)
@@ -755,7 +756,7 @@ def _child_main() -> int:
     return 0
 
 
-__all__ = ["Gfal2Storage", "copy_kind", "quiet_gfal2_logs", "storage_error"]
+__all__ = ["ErrnoError", "Gfal2Storage", "copy_kind", "quiet_gfal2_logs", "storage_error"]
 
 if __name__ == "__main__":
     sys.exit(_child_main())

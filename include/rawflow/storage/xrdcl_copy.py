@@ -70,19 +70,10 @@ class RootCopy:
     adler32: str | None = None
 
 
-class _StatusError(Exception):
-    """An XrdCl status in the shape storage_error() reads (``code`` = errno, ``message``)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def status_error(status: Any) -> _StatusError:
-    """The errno-typed error of a failed XrdCl status."""
+def status_errno(status: Any) -> int:
+    """The POSIX errno of a failed XrdCl status (EREMOTEIO when it maps to none)."""
     code = _SERVER_ERRNO.get(int(status.errno)) if status.errno else _CLIENT_ERRNO.get(int(status.code))
-    return _StatusError(code if code is not None else errno.EREMOTEIO, str(status.message).strip())
+    return code if code is not None else errno.EREMOTEIO
 
 
 def with_token(url: str, tokens: Sequence[tuple[str, str]]) -> str:
@@ -130,7 +121,7 @@ def copy_root_to_root(
 
     ``environment``: XrdCl settings (``XRD_*``) to set first if the process has none; XrdCl reads them once.
     """
-    from rawflow.storage.gfal2_storage import storage_error
+    from rawflow.storage.gfal2_storage import ErrnoError, storage_error
 
     for key, value in (environment or {}).items():
         os.environ.setdefault(key, value)
@@ -158,25 +149,25 @@ def copy_root_to_root(
         )
     prepared = process.prepare()
     if not prepared.ok:
-        error = _StatusError(errno.EINVAL, str(prepared.message))
+        error = ErrnoError(errno.EINVAL, str(prepared.message))
         return [RootCopy(storage_error("copy", r.destination, error)) for r in requests]
     _status, results = process.run()
     outcomes: list[RootCopy] = []
-    by_server: dict[str, Any] = {}
     for request, result in zip(requests, results, strict=True):
         status = result.get("status")
         if status is None or not status.ok:
-            error = status_error(status) if status is not None else _StatusError(errno.EREMOTEIO, "not run")
+            error = (
+                ErrnoError(status_errno(status), str(status.message).strip())
+                if status is not None
+                else ErrnoError(errno.EREMOTEIO, "not run")
+            )
             outcomes.append(RootCopy(storage_error("copy", request.destination, error)))
             continue
         algorithm, _, value = str(result.get("targetCheckSum", "")).partition(":")
         outcomes.append(RootCopy(None, adler32=value.lower().zfill(8) if algorithm == "adler32" and value else None))
 
-    for request in requests:
-        parts = urlsplit(request.destination)
-        server = f"{parts.scheme}://{parts.netloc}"
-        if server not in by_server:
-            by_server[server] = client.FileSystem(server)
+    servers = {f"{p.scheme}://{p.netloc}" for p in (urlsplit(r.destination) for r in requests)}
+    by_server = {server: client.FileSystem(server) for server in servers}
 
     def measure(pair: tuple[CopyRequest, RootCopy]) -> RootCopy:
         request, outcome = pair
@@ -193,4 +184,4 @@ def copy_root_to_root(
         return list(pool.map(measure, list(zip(requests, outcomes, strict=True))))
 
 
-__all__ = ["RootCopy", "copy_root_to_root", "status_error", "with_token"]
+__all__ = ["RootCopy", "copy_root_to_root", "status_errno", "with_token"]
